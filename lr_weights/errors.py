@@ -1,0 +1,17 @@
+"""The one error type for bad user input: it names the argument, the value and what is valid."""
+
+from __future__ import annotations
+
+
+class NetworkArgError(ValueError):
+    """A network argument (or CLI input) that cannot be used as given.
+
+    A ValueError on purpose: sd-scripts retries `prepare_optimizer_params` on TypeError, and users
+    catch ValueError; anything else escaping from our entry points is a bug.
+    """
+
+    def __init__(self, key: str, value: object, expected: str):
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{key}={value!r} is not valid: expected {expected}.")

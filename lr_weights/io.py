@@ -1,0 +1,131 @@
+"""LoRA files: load and save (safetensors or torch), sd-scripts' model hashes, atomic writes.
+
+A file is only ever written under a temporary name in the target folder, flushed to disk, and then
+renamed over the target, so a crash or a full disk never leaves half a LoRA behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import Dict, Mapping, Optional
+
+import torch
+
+from .errors import NetworkArgError
+
+SAFETENSORS_SUFFIX = ".safetensors"
+LEGACY_HASH_OFFSET = 0x100000
+LEGACY_HASH_LENGTH = 0x10000
+
+
+def is_safetensors_path(path: str) -> bool:
+    return os.path.splitext(str(path))[1].lower() == SAFETENSORS_SUFFIX
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that `path` holds either its old content or all of `data`."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: str) -> None:
+    # Makes the rename itself durable; not every platform lets a folder be opened for this.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def model_hashes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Dict[str, str]:
+    """`sshs_model_hash` and `sshs_legacy_hash` as sd-scripts computes them (CONTRACT §6).
+
+    Both hash the safetensors serialisation of the same tensors with only the `ss_*` metadata,
+    which users treat as immutable; the model hash covers the bytes after the header, the legacy
+    hash 64 KiB at offset 1 MiB.
+    """
+    from safetensors.torch import save
+
+    training_metadata = {k: v for k, v in metadata.items() if k.startswith("ss_")}
+    blob = save(dict(tensors), training_metadata)
+    header_length = int.from_bytes(blob[:8], "little")
+    return {
+        "sshs_model_hash": hashlib.sha256(blob[8 + header_length :]).hexdigest(),
+        "sshs_legacy_hash": hashlib.sha256(blob[LEGACY_HASH_OFFSET : LEGACY_HASH_OFFSET + LEGACY_HASH_LENGTH]).hexdigest()[:8],
+    }
+
+
+def _check_metadata(metadata: Mapping[str, object]) -> Dict[str, str]:
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise NetworkArgError("metadata", f"{key}: {value!r}", "string keys and string values (safetensors stores strings only)")
+    return dict(metadata)
+
+
+def save_lora_file(path: str, tensors: Mapping[str, torch.Tensor], metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Save tensors (already on the CPU, in the save dtype) as safetensors with hashes, or torch."""
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    if is_safetensors_path(path):
+        from safetensors.torch import save
+
+        metadata = _check_metadata(metadata or {})
+        metadata.update(model_hashes(tensors, metadata))
+        atomic_write_bytes(path, save(tensors, metadata))
+        return
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_lora_file(path: str) -> Dict[str, torch.Tensor]:
+    """A LoRA state dict from .safetensors, .pt or .ckpt, on the CPU. Errors name the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"LoRA file not found: {path}")
+    if is_safetensors_path(path):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as error:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error})") from None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except TypeError:  # torch < 1.13 has no weights_only
+        loaded = torch.load(path, map_location="cpu")
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable torch file ({type(error).__name__}: {error})") from None
+    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ValueError(f"{path} does not hold a LoRA state dict (a mapping of names to tensors)")
+    return dict(loaded)
+
+
+def read_metadata(path: str) -> Dict[str, str]:
+    """The string metadata of a safetensors file, without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})

@@ -1,0 +1,115 @@
+"""sd-scripts entry point: `--network_module lr_weights.lora`.
+
+String network_args -> settings -> targets -> network. Everything else lives in its own module;
+this file only wires them in the order a host expects (CONTRACT §1, §4).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional, Tuple, Union
+
+from .blocks import SD, SDXL, detect_architecture
+from .io import load_lora_file
+from .log import ensure_visible
+from .modules import LoRAModule
+from .network import LoRANetwork, plan_from_settings, plan_from_weights
+from .settings import normalise_kwargs, parse_network_settings, parse_training_options
+from .table import format_block_table
+from .targets import as_text_encoder_list, text_encoder_targets, unet_targets
+from .weights import resolve_block_lr_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoRAModule", "LoRANetwork", "create_network", "create_network_from_weights", "get_block_lr_weight"]
+
+
+def create_network(
+    multiplier: float,
+    network_dim: Optional[int],
+    network_alpha: Optional[float],
+    vae,
+    text_encoder,
+    unet,
+    neuron_dropout: Optional[float] = None,
+    **kwargs: Any,
+) -> LoRANetwork:
+    """Build a LoRA/LoCon network for `text_encoder` (one, or a list of two for SDXL) and `unet`."""
+    ensure_visible()
+    arch = detect_architecture(unet)
+    settings = parse_network_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
+    encoders = as_text_encoder_list(text_encoder)
+    plans = plan_from_settings(settings, text_encoder_targets(encoders), unet_targets(unet, arch, settings.trains_conv))
+    network = LoRANetwork(arch, plans, settings.options, multiplier=multiplier, settings=settings)
+    _log_created(network)
+    return network
+
+
+def create_network_from_weights(
+    multiplier: float,
+    file: Optional[str],
+    vae,
+    text_encoder,
+    unet,
+    weights_sd=None,
+    for_inference: bool = False,
+    **kwargs: Any,
+) -> Tuple[LoRANetwork, dict]:
+    """A network shaped like the modules in `file` (or `weights_sd`); the weights are not loaded.
+
+    Block LR weights, LoRA+ ratios and dropouts in kwargs are honoured (upstream drops the last two).
+    """
+    ensure_visible()
+    arch = detect_architecture(unet)
+    if weights_sd is None:
+        weights_sd = load_lora_file(file)
+    args = normalise_kwargs(kwargs)
+    options = parse_training_options(arch, args)
+    if for_inference:
+        options = type(options)(block_lr_weights=options.block_lr_weights)
+    encoders = as_text_encoder_list(text_encoder)
+    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders), unet_targets(unet, arch, include_conv=True))
+    if unmatched:
+        logger.warning(
+            "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",
+            file or "weights", len(unmatched), ", ".join(unmatched[:3]),
+        )
+    network = LoRANetwork(arch, plans, options, multiplier=multiplier)
+    _log_created(network)
+    return network, weights_sd
+
+
+def _log_created(network: LoRANetwork) -> None:
+    logger.info(
+        "lr_weights: %s network, %d text encoder + %d U-Net modules\n%s",
+        network.arch.name.upper(),
+        len(network.text_encoder_loras),
+        len(network.unet_loras),
+        format_block_table(network.block_table()),
+    )
+
+
+def get_block_lr_weight(*args: Any, **kwargs: Any) -> Union[None, List[float], Tuple[Optional[List[float]], Optional[float], Optional[List[float]]]]:
+    """Upstream's public expansion of block LR weights, in both of its signatures.
+
+    Newest: `get_block_lr_weight(is_sdxl, down, mid, up, zero_threshold)` -> flat list of 25
+    (SDXL 23) or None. GUI era (sd-scripts v0.6.5): `get_block_lr_weight(down, mid, up,
+    zero_threshold)` -> `(down12, mid, up12)` with lists that were not given left as None.
+    """
+    names_newest = ("is_sdxl", "down_lr_weight", "mid_lr_weight", "up_lr_weight", "zero_threshold")
+    if len(args) == 5 or "is_sdxl" in kwargs:
+        bound = dict(zip(names_newest, args), **kwargs)
+        arch = SDXL if bound["is_sdxl"] else SD
+        flat = resolve_block_lr_weights(arch, bound["down_lr_weight"], bound["mid_lr_weight"], bound["up_lr_weight"], bound["zero_threshold"])
+        return None if flat is None else list(flat)
+
+    bound = dict(zip(names_newest[1:], args), **kwargs)
+    down, mid, up = bound["down_lr_weight"], bound["mid_lr_weight"], bound["up_lr_weight"]
+    flat = resolve_block_lr_weights(SD, down, mid, up, bound["zero_threshold"])
+    if flat is None:
+        return None, None, None
+    return (
+        None if down is None else list(flat[SD.down_start : SD.mid_start]),
+        None if mid is None else flat[SD.mid_start],
+        None if up is None else list(flat[SD.up_start :]),
+    )

@@ -1,0 +1,136 @@
+"""The adapter module: a LoRA (or LoCon, for k x k convs) that patches a base layer's forward.
+
+Like sd-scripts we patch `forward` instead of replacing the layer, so base state-dict keys do not
+change, and we build `lora_down`/`lora_up` with the same constructors and init calls in the same
+order, so that the same seed gives the same tensors as upstream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from .functional import delta_weight
+
+
+def layer_kind(layer: nn.Module) -> str:
+    """'linear', 'conv1x1' or 'conv' (k x k) — the names the upstream figures use."""
+    if isinstance(layer, nn.Conv2d) or type(layer).__name__ == "Conv2d":
+        return "conv1x1" if tuple(layer.kernel_size) == (1, 1) else "conv"
+    return "linear"
+
+
+def max_rank(layer: nn.Module) -> int:
+    """The largest rank a LoRA of this layer can use: beyond it up @ down cannot gain rank."""
+    if layer_kind(layer) == "linear":
+        return min(layer.in_features, layer.out_features)
+    kh, kw = layer.kernel_size
+    return min(layer.in_channels * kh * kw, layer.out_channels)
+
+
+class LoRAModule(nn.Module):
+    """out = base(x) + up(down(x)) * multiplier * alpha / dim, with the scale applied on the rank side."""
+
+    def __init__(
+        self,
+        lora_name: str,
+        base: nn.Module,
+        dim: int,
+        alpha: Optional[float],
+        multiplier: float = 1.0,
+        dropout: Optional[float] = None,
+        rank_dropout: Optional[float] = None,
+        module_dropout: Optional[float] = None,
+    ):
+        super().__init__()
+        self.lora_name = lora_name
+        self.lora_dim = dim
+        self.kind = layer_kind(base)
+        if self.kind == "linear":
+            self.lora_down = nn.Linear(base.in_features, dim, bias=False)
+            self.lora_up = nn.Linear(dim, base.out_features, bias=False)
+        else:
+            self.lora_down = nn.Conv2d(base.in_channels, dim, base.kernel_size, base.stride, base.padding, bias=False)
+            self.lora_up = nn.Conv2d(dim, base.out_channels, (1, 1), (1, 1), bias=False)
+
+        if isinstance(alpha, torch.Tensor):
+            alpha = float(alpha.detach().float().item())
+        alpha = float(dim) if alpha is None or alpha == 0 else float(alpha)
+        self.scale = alpha / dim
+        self.register_buffer("alpha", torch.tensor(alpha))
+
+        # Same init as upstream (and microsoft/LoRA): a fresh adapter is an exact no-op.
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+
+        self.multiplier = multiplier
+        self.dropout = dropout
+        self.rank_dropout = rank_dropout
+        self.module_dropout = module_dropout
+        self.enabled = True
+        # Held in a list so that nn.Module does not register the base layer as our child: its
+        # weights must not appear in our state dict or parameters.
+        self._base: List[nn.Module] = [base]
+        self._base_forward = None
+
+    @property
+    def base_layer(self) -> nn.Module:
+        return self._base[0]
+
+    @property
+    def is_applied(self) -> bool:
+        return self._base_forward is not None
+
+    def apply_to(self) -> None:
+        """Route the base layer's forward through this module."""
+        if self._base_forward is None:
+            self._base_forward = self.base_layer.forward
+            self.base_layer.forward = self.forward
+
+    def restore(self) -> None:
+        """Undo apply_to: the base layer computes exactly what it did before."""
+        if self._base_forward is not None:
+            del self.base_layer.forward  # drop the instance attribute; the class forward is back
+            self._base_forward = None
+
+    def set_alpha(self, alpha: float) -> None:
+        alpha = float(self.lora_dim) if alpha == 0 else float(alpha)
+        self.alpha.fill_(alpha)
+        self.scale = alpha / self.lora_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._base_forward(x)
+        if not self.enabled:
+            return out
+        # The random draws happen in upstream's order (module, neuron, rank) so a seed means the same.
+        if self.module_dropout is not None and self.training:
+            if torch.rand(1) < self.module_dropout:
+                return out
+
+        h = self.lora_down(x)
+        if self.dropout is not None and self.training:
+            h = nn.functional.dropout(h, p=self.dropout)
+
+        scale = self.multiplier * self.scale
+        if self.rank_dropout is not None and self.training:
+            mask = torch.rand((h.size(0), self.lora_dim), device=h.device) > self.rank_dropout
+            if h.dim() == 3:
+                mask = mask.unsqueeze(1)
+            elif h.dim() == 4:
+                mask = mask.unsqueeze(-1).unsqueeze(-1)
+            h = h * mask
+            scale = scale / (1.0 - self.rank_dropout)
+
+        # Scaling the rank-r tensor instead of the full-width output saves two full-width
+        # multiplies per module (PERF.md); the result is the same up to rounding.
+        if scale != 1.0:
+            h = h * scale
+        return out + self.lora_up(h)
+
+    def delta_weight(self, multiplier: Optional[float] = None) -> torch.Tensor:
+        """ΔW for merging: multiplier x scale x up @ down, float32, base weight shape."""
+        multiplier = self.multiplier if multiplier is None else multiplier
+        return delta_weight(self.lora_down.weight, self.lora_up.weight, multiplier * self.scale)

@@ -1,0 +1,340 @@
+"""The network: adapters for a text encoder (or two) and a U-Net, and the methods hosts call.
+
+`LoRANetwork` carries the whole method surface sd-scripts trainers and image scripts use
+(CONTRACT §1); which modules to build is decided beforehand (`plan_*`) from the settings or from
+a file, so the class itself holds no parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, replace
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import __version__
+from .blocks import Architecture
+from .errors import NetworkArgError
+from .functional import delta_weight, max_norm_ratio
+from .host import caller_reads_descriptions
+from .io import load_lora_file, save_lora_file
+from .modules import LoRAModule, max_rank
+from .param_groups import ParamGroup, build_param_groups, first_lr
+from .settings import NetworkSettings, TrainingOptions
+from .table import BlockRow, ModuleFacts, block_table_json, build_block_table
+from .targets import Target
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModulePlan:
+    """One adapter to build: where, and with which dim/alpha."""
+
+    target: Target
+    dim: int
+    alpha: float
+
+
+def plan_from_settings(settings: NetworkSettings, text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]) -> List[ModulePlan]:
+    """Adapters for `create_network`, in creation order (text encoders, then U-Net)."""
+    plans = []
+    te = settings.text_encoder_dim_alpha()
+    for target in text_encoder_targets:
+        plans.append(ModulePlan(target, te.dim, te.alpha))
+    unknown = []
+    for target in unet_targets:
+        if target.block < 0 and settings.block_mode:
+            unknown.append(target.lora_name)
+        chosen = settings.unet_dim_alpha(target.block, target.is_conv_kxk)
+        if chosen is None or chosen.dim == 0:
+            continue
+        plans.append(ModulePlan(target, chosen.dim, chosen.alpha))
+    if unknown:
+        logger.warning(
+            "%d U-Net layers are in no known %s block; they train with weight 1.0 and the base dim: %s",
+            len(unknown), settings.arch.name.upper(), ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else ""),
+        )
+    _check_ranks(plans, settings)
+    return plans
+
+
+def _check_ranks(plans: Sequence[ModulePlan], settings: NetworkSettings) -> None:
+    for plan in plans:
+        limit = max_rank(plan.target.layer)
+        if plan.dim <= limit:
+            continue
+        if not plan.target.is_unet:
+            key, value = "network_dim", settings.dim
+        elif plan.target.is_conv_kxk:
+            key, value = ("conv_block_dims", settings.conv_block_dims) if settings.block_mode and plan.target.block >= 0 else ("conv_dim", settings.conv_dim)
+        else:
+            key, value = ("block_dims", settings.block_dims) if settings.block_mode and plan.target.block >= 0 else ("network_dim", settings.dim)
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        raise NetworkArgError(
+            key, value, f"a dim <= {limit} for {plan.target.lora_name} (rank {plan.dim} exceeds what a {tuple(plan.target.layer.weight.shape)} layer can hold)"
+        )
+
+
+def plan_from_weights(
+    weights: Mapping[str, torch.Tensor], text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]
+) -> Tuple[List[ModulePlan], List[str]]:
+    """Adapters for the modules a file holds: dim = rows of lora_down, alpha from the file (absent -> dim).
+
+    Returns the plans and the file's module names that match no layer of the model.
+    """
+    dims: Dict[str, int] = {}
+    alphas: Dict[str, float] = {}
+    for key, value in weights.items():
+        if "." not in key:
+            continue
+        name = key.split(".", 1)[0]
+        if key.endswith(".alpha"):
+            alphas[name] = float(value.float().item()) if isinstance(value, torch.Tensor) else float(value)
+        elif ".lora_down." in key:
+            dims[name] = int(value.shape[0])
+    plans = []
+    for target in list(text_encoder_targets) + list(unet_targets):
+        if target.lora_name in dims:
+            dim = dims[target.lora_name]
+            plans.append(ModulePlan(target, dim, alphas.get(target.lora_name, float(dim))))
+    known = {p.target.lora_name for p in plans}
+    return plans, sorted(set(dims) - known)
+
+
+class LoRANetwork(nn.Module):
+    """LoRA/LoCon adapters over a Stable Diffusion model, with per-block learning rates."""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        plans: Sequence[ModulePlan],
+        options: TrainingOptions,
+        multiplier: float = 1.0,
+        settings: Optional[NetworkSettings] = None,
+    ):
+        super().__init__()
+        self.arch = arch
+        self.options = options
+        self.settings = settings
+        self.multiplier = multiplier
+        self.text_encoder_loras: List[LoRAModule] = []
+        self.unet_loras: List[LoRAModule] = []
+        self._unet_blocks: Dict[str, int] = {}
+        for plan in plans:
+            module = LoRAModule(
+                plan.target.lora_name,
+                plan.target.layer,
+                plan.dim,
+                plan.alpha,
+                multiplier=multiplier,
+                dropout=options.dropout,
+                rank_dropout=options.rank_dropout,
+                module_dropout=options.module_dropout,
+            )
+            if module.lora_name in self._modules:
+                raise ValueError(f"duplicated LoRA name {module.lora_name}")
+            self.add_module(module.lora_name, module)
+            if plan.target.is_unet:
+                self.unet_loras.append(module)
+                self._unet_blocks[module.lora_name] = plan.target.block
+            else:
+                self.text_encoder_loras.append(module)
+
+    # ---- what the host calls, in its order -------------------------------------------------
+
+    def apply_to(self, text_encoder=None, unet=None, apply_text_encoder: bool = True, apply_unet: bool = True) -> None:
+        """Patch the base layers' forwards; adapters of a part that is not trained are dropped."""
+        if not apply_text_encoder:
+            self._drop(self.text_encoder_loras)
+            self.text_encoder_loras = []
+        if not apply_unet:
+            self._drop(self.unet_loras)
+            self.unet_loras = []
+        logger.info("enable LoRA for text encoder: %d modules, U-Net: %d modules", len(self.text_encoder_loras), len(self.unet_loras))
+        for module in self.all_loras:
+            module.apply_to()
+
+    def _drop(self, modules: Sequence[LoRAModule]) -> None:
+        for module in modules:
+            delattr(self, module.lora_name)
+            self._unet_blocks.pop(module.lora_name, None)
+
+    def restore(self) -> None:
+        """Undo apply_to on every base layer."""
+        for module in self.all_loras:
+            module.restore()
+
+    def load_weights(self, file: str):
+        """Load a LoRA file into the adapters (non-strict, as upstream); returns the load info.
+
+        Shapes are checked first, so a file for another model or dim fails with the names and
+        shapes that disagree; alphas from the file set the scale (CONTRACT §7.8).
+        """
+        weights = load_lora_file(file)
+        own = self.state_dict()
+        mismatched = [
+            f"{key}: file {tuple(value.shape)} vs network {tuple(own[key].shape)}"
+            for key, value in weights.items()
+            if key in own and tuple(value.shape) != tuple(own[key].shape)
+        ]
+        if mismatched:
+            shown = "; ".join(mismatched[:5]) + (f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
+            raise ValueError(
+                f"{file} does not fit this network ({len(mismatched)} tensors differ in shape: {shown}). "
+                "Use --dim_from_weights to take dims from the file, or the network_dim/block_dims it was trained with."
+            )
+        info = self.load_state_dict(weights, strict=False)
+        for module in self.all_loras:
+            module.set_alpha(float(module.alpha))
+        if info.unexpected_keys:
+            logger.warning("%s: %d tensors match no module of this network and were ignored, e.g. %s", file, len(info.unexpected_keys), info.unexpected_keys[0])
+        if info.missing_keys:
+            logger.warning("%s: %d tensors of this network were not in the file and keep their init, e.g. %s", file, len(info.missing_keys), info.missing_keys[0])
+        return info
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Nothing to do: the adapters' activations are rank-r and cheap to keep."""
+
+    def prepare_optimizer_params(self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None):
+        """Param groups for the optimizer; `(groups, descriptions)` for hosts that read descriptions.
+
+        Never raises TypeError: sd-scripts retries with two arguments on TypeError, which would
+        hide the real problem.
+        """
+        try:
+            groups = self.param_groups(first_lr(text_encoder_lr), unet_lr, default_lr)
+        except TypeError as error:
+            raise ValueError(f"cannot build optimizer groups: {error}") from error
+        params = [g.as_optimizer_group() for g in groups]
+        if with_descriptions is None:
+            with_descriptions = caller_reads_descriptions(sys._getframe(1))
+        if with_descriptions:
+            return params, [g.description for g in groups]
+        return params
+
+    def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None) -> List[ParamGroup]:
+        self.requires_grad_(True)
+        return build_param_groups(
+            self.text_encoder_loras,
+            self.unet_loras,
+            [self._unet_blocks[m.lora_name] for m in self.unet_loras],
+            self.options.block_lr_weights,
+            text_encoder_lr,
+            unet_lr,
+            default_lr,
+            self.options.loraplus_text_encoder_ratio,
+            self.options.loraplus_unet_ratio,
+        )
+
+    def prepare_grad_etc(self, text_encoder=None, unet=None) -> None:
+        self.requires_grad_(True)
+
+    def on_epoch_start(self, text_encoder=None, unet=None) -> None:
+        self.train()
+
+    def get_trainable_params(self):
+        return self.parameters()
+
+    def set_multiplier(self, multiplier: float) -> None:
+        self.multiplier = multiplier
+        for module in self.all_loras:
+            module.multiplier = multiplier
+
+    def set_enabled(self, is_enabled: bool) -> None:
+        for module in self.all_loras:
+            module.enabled = is_enabled
+
+    def save_weights(self, file: str, dtype: Optional[torch.dtype] = None, metadata: Optional[Mapping[str, str]] = None) -> None:
+        """Save `<name>.lora_down.weight`, `.lora_up.weight` and `.alpha` only, atomically."""
+        tensors = {}
+        for key, value in self.state_dict().items():
+            value = value.detach().clone().to("cpu")
+            tensors[key] = value if dtype is None else value.to(dtype)
+        metadata = dict(metadata or {})
+        metadata.setdefault("lr_weights_version", __version__)
+        metadata.setdefault("lr_weights_blocks", block_table_json(self.block_table()))
+        save_lora_file(file, tensors, metadata)
+
+    def apply_max_norm_regularization(self, max_norm_value: float, device) -> Tuple[int, float, float]:
+        """Scale down (up, down) pairs whose ΔW norm exceeds max_norm: (keys scaled, mean norm, max norm)."""
+        keys_scaled = 0
+        norms = []
+        with torch.no_grad():
+            for module in self.all_loras:
+                down = module.lora_down.weight
+                up = module.lora_up.weight
+                delta = delta_weight(down.to(device), up.to(device), module.scale)
+                norm = delta.norm()
+                ratio = max_norm_ratio(norm, max_norm_value).cpu()
+                if ratio != 1:
+                    keys_scaled += 1
+                    root = ratio.sqrt().item()
+                    up.mul_(root)
+                    down.mul_(root)
+                norms.append((norm * ratio.to(norm.device)).item())
+        if not norms:
+            return 0, 0.0, 0.0
+        return keys_scaled, sum(norms) / len(norms), max(norms)
+
+    # ---- merging, for --base_weights and image scripts ---------------------------------------
+
+    def is_mergeable(self) -> bool:
+        return True
+
+    def merge_to(self, text_encoder, unet, weights_sd: Mapping[str, torch.Tensor], dtype=None, device=None) -> None:
+        """Add multiplier x ΔW from `weights_sd` into the base layers' weights (no forward patching)."""
+        for module in self.all_loras:
+            prefix = module.lora_name + "."
+            down = weights_sd.get(prefix + "lora_down.weight")
+            up = weights_sd.get(prefix + "lora_up.weight")
+            if down is None or up is None:
+                continue
+            layer = module.base_layer
+            weight = layer.weight
+            target_device = weight.device if device is None else device
+            delta = delta_weight(down.to(target_device), up.to(target_device), module.multiplier * module.scale)
+            merged = weight.detach().to(target_device, torch.float32) + delta.reshape(weight.shape)
+            with torch.no_grad():
+                layer.weight.data = merged.to(dtype or weight.dtype).to(weight.device)
+        logger.info("merged %d LoRA modules into the base weights", len(self.all_loras))
+
+    # ---- introspection ---------------------------------------------------------------------
+
+    @property
+    def all_loras(self) -> List[LoRAModule]:
+        return self.text_encoder_loras + self.unet_loras
+
+    @property
+    def block_lr_weight(self) -> Optional[List[float]]:
+        weights = self.options.block_lr_weights
+        return None if weights is None else list(weights)
+
+    def get_lr_weight(self, block: int) -> float:
+        weights = self.options.block_lr_weights
+        if weights is None or not 0 <= block < len(weights):
+            return 1.0
+        return weights[block]
+
+    def set_loraplus_lr_ratio(self, loraplus_lr_ratio=None, loraplus_unet_lr_ratio=None, loraplus_text_encoder_lr_ratio=None) -> None:
+        self.options = replace(
+            self.options,
+            loraplus_unet_ratio=loraplus_unet_lr_ratio or loraplus_lr_ratio,
+            loraplus_text_encoder_ratio=loraplus_text_encoder_lr_ratio or loraplus_lr_ratio,
+        )
+
+    def block_of(self, module: LoRAModule) -> int:
+        return self._unet_blocks.get(module.lora_name, -1)
+
+    def module_facts(self) -> List[ModuleFacts]:
+        return [
+            ModuleFacts(self.block_of(m), m.lora_name in self._unet_blocks, m.kind, m.lora_dim, float(m.alpha), sum(p.numel() for p in m.parameters()))
+            for m in self.all_loras
+        ]
+
+    def block_table(self) -> List[BlockRow]:
+        return build_block_table(self.arch, self.module_facts(), self.options.block_lr_weights)

@@ -1,0 +1,98 @@
+"""Optimizer param groups and their descriptions (CONTRACT §5).
+
+One group for the text encoder(s); for the U-Net one group per block (in order of first
+appearance) when block LR weights are set, else one `unet` group. LoRA+ moves each group's
+`lora_up` weights into a twin group right after it, with lr x ratio. Groups with no or zero LR
+are left out, as upstream does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from torch import nn
+
+from .blocks import Architecture
+from .errors import NetworkArgError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    description: str
+    lr: float
+    params: Tuple[nn.Parameter, ...]
+
+    def as_optimizer_group(self) -> Dict[str, object]:
+        return {"params": list(self.params), "lr": self.lr}
+
+
+def _split_group(description: str, modules: Sequence[nn.Module], lr: Optional[float], plus_ratio: Optional[float]) -> List[ParamGroup]:
+    if lr is None or lr == 0:
+        if modules:
+            logger.info("%s: learning rate is %s, its parameters are not trained.", description, lr)
+        return []
+    base: List[nn.Parameter] = []
+    plus: List[nn.Parameter] = []
+    for module in modules:
+        for name, param in module.named_parameters():
+            (plus if plus_ratio is not None and name.startswith("lora_up") else base).append(param)
+    groups = []
+    if base:
+        groups.append(ParamGroup(description, lr, tuple(base)))
+    if plus:
+        groups.append(ParamGroup(description + " plus", lr * plus_ratio, tuple(plus)))
+    return groups
+
+
+def build_param_groups(
+    text_encoder_modules: Sequence[nn.Module],
+    unet_modules: Sequence[nn.Module],
+    unet_blocks: Sequence[int],
+    block_lr_weights: Optional[Sequence[float]],
+    text_encoder_lr: Optional[float],
+    unet_lr: Optional[float],
+    default_lr: Optional[float],
+    loraplus_text_encoder_ratio: Optional[float] = None,
+    loraplus_unet_ratio: Optional[float] = None,
+) -> List[ParamGroup]:
+    """The groups in upstream's order. `unet_blocks[i]` is the block index of `unet_modules[i]`."""
+    groups: List[ParamGroup] = []
+    if text_encoder_modules:
+        te_lr = text_encoder_lr if text_encoder_lr is not None else default_lr
+        groups += _split_group("textencoder", text_encoder_modules, te_lr, loraplus_text_encoder_ratio)
+
+    if not unet_modules:
+        return groups
+    base_lr = unet_lr if unet_lr is not None else default_lr
+    if block_lr_weights is None:
+        return groups + _split_group("unet", unet_modules, base_lr, loraplus_unet_ratio)
+    if base_lr is None:
+        raise NetworkArgError("unet_lr", None, "a U-Net learning rate (--unet_lr or --learning_rate) for block LR weights to scale")
+
+    by_block: Dict[int, List[nn.Module]] = {}
+    for module, block in zip(unet_modules, unet_blocks):
+        by_block.setdefault(block, []).append(module)
+    for block, modules in by_block.items():
+        # A module whose block is unknown trains at the plain U-Net LR (CONTRACT §7.7).
+        weight = block_lr_weights[block] if 0 <= block < len(block_lr_weights) else 1.0
+        groups += _split_group(f"unet_block{block}", modules, base_lr * weight, loraplus_unet_ratio)
+    return groups
+
+
+def first_lr(value) -> Optional[float]:
+    """Hosts pass one LR, None, or (from TOML configs) a list of them: use the first."""
+    if isinstance(value, (list, tuple)):
+        return None if len(value) == 0 else value[0]
+    return value
+
+
+def group_summary(groups: Sequence[ParamGroup], arch: Architecture) -> List[str]:
+    lines = []
+    for group in groups:
+        n_params = sum(p.numel() for p in group.params)
+        lines.append(f"{group.description:<22} lr={group.lr:.6g} tensors={len(group.params)} params={n_params}")
+    return lines

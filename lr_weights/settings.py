@@ -1,0 +1,285 @@
+"""What the user asked for: network_args strings -> one frozen, validated settings object.
+
+All parsing and validation of `--network_args` lives here, so that every entry point (LoRA,
+DyLoRA, the CLI) accepts and refuses exactly the same inputs. Hosts pass every value as a string
+(except `dropout`, which newer hosts inject as a float or None); direct callers may pass numbers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .blocks import Architecture
+from .errors import NetworkArgError
+from .weights import parse_float, resolve_block_lr_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DIM = 4
+DEFAULT_ALPHA = 1.0
+
+LR_WEIGHT_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold")
+BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
+# Kohya GUI v21.7.x wrote these names; sd-scripts never read them (CONTRACT §7.5).
+GUI_ALIASES = {"conv_dims": "conv_block_dims", "conv_alphas": "conv_block_alphas"}
+KNOWN_KEYS = frozenset(
+    ("conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout")
+    + LR_WEIGHT_KEYS
+    + BLOCK_LIST_KEYS
+    + ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+)
+
+
+@dataclass(frozen=True)
+class DimAlpha:
+    dim: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Settings that both the create and the from-weights path honour (CONTRACT §7.9)."""
+
+    dropout: Optional[float] = None
+    rank_dropout: Optional[float] = None
+    module_dropout: Optional[float] = None
+    loraplus_unet_ratio: Optional[float] = None
+    loraplus_text_encoder_ratio: Optional[float] = None
+    block_lr_weights: Optional[Tuple[float, ...]] = None
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Resolved settings of a LoRA/LoCon network for one architecture."""
+
+    arch: Architecture
+    dim: int
+    alpha: float
+    conv_dim: Optional[int]
+    conv_alpha: Optional[float]
+    # Per-block tables (len = arch.num_blocks) when block mode is on, else None. Blocks whose LR
+    # weight is 0 already have dim 0 here.
+    block_dims: Optional[Tuple[int, ...]]
+    block_alphas: Optional[Tuple[float, ...]]
+    conv_block_dims: Optional[Tuple[int, ...]]
+    conv_block_alphas: Optional[Tuple[float, ...]]
+    options: TrainingOptions
+
+    @property
+    def block_mode(self) -> bool:
+        return self.block_dims is not None
+
+    @property
+    def trains_conv(self) -> bool:
+        """Whether k x k convs (ResnetBlock2D / Downsample2D / Upsample2D) are targeted at all."""
+        return self.conv_dim is not None or self.conv_block_dims is not None
+
+    def text_encoder_dim_alpha(self) -> DimAlpha:
+        return DimAlpha(self.dim, self.alpha)
+
+    def unet_dim_alpha(self, block: int, is_conv_kxk: bool) -> Optional[DimAlpha]:
+        """dim/alpha for a U-Net layer in `block` (-1 = unknown block), or None when it gets no module."""
+        if not self.block_mode or block < 0:
+            if is_conv_kxk:
+                return None if self.conv_dim is None else DimAlpha(self.conv_dim, self.conv_alpha)
+            return DimAlpha(self.dim, self.alpha)
+        if is_conv_kxk:
+            if self.conv_block_dims is None:
+                return None
+            return DimAlpha(self.conv_block_dims[block], self.conv_block_alphas[block])
+        return DimAlpha(self.block_dims[block], self.block_alphas[block])
+
+
+def parse_int(key: str, value: Any, *, minimum: int = 0) -> int:
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        raise NetworkArgError(key, value, f"a whole number >= {minimum}") from None
+    if number < minimum:
+        raise NetworkArgError(key, value, f"a whole number >= {minimum}")
+    return number
+
+
+def parse_alpha(key: str, value: Any) -> float:
+    alpha = parse_float(key, str(value).strip(), what="a number >= 0 (0 means alpha = dim)")
+    if alpha < 0:
+        raise NetworkArgError(key, value, "a number >= 0 (0 means alpha = dim)")
+    return alpha
+
+
+def parse_probability(key: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
+    p = parse_float(key, str(value).strip(), what="a probability 0 <= p < 1")
+    if not 0.0 <= p < 1.0:
+        raise NetworkArgError(key, value, "a probability 0 <= p < 1")
+    return p
+
+
+def parse_ratio(key: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    ratio = parse_float(key, str(value).strip(), what="a positive number")
+    if ratio <= 0:
+        raise NetworkArgError(key, value, "a positive number")
+    return ratio
+
+
+def parse_block_list(key: str, value: Any, arch: Architecture, item) -> Tuple:
+    entries = [e.strip() for e in str(value).split(",")]
+    if len(entries) != arch.num_blocks:
+        raise NetworkArgError(
+            key,
+            value,
+            f"exactly {arch.num_blocks} comma-separated values for {arch.name.upper()} "
+            f"(one per block {arch.block_names[0]}..{arch.block_names[-1]}), got {len(entries)}",
+        )
+    return tuple(item(key, e) for e in entries)
+
+
+def _block_int(key: str, text: str) -> int:
+    return parse_int(key, text)
+
+
+def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Accept GUI-era aliases, refuse likely typos, warn about keys we do not use."""
+    args = dict(kwargs)
+    for alias, key in GUI_ALIASES.items():
+        if alias in args:
+            value = args.pop(alias)
+            if key in args:
+                logger.warning("%s is an old Kohya GUI name for %s; both were given, %s is used.", alias, key, key)
+                continue
+            logger.warning("%s is an old Kohya GUI name for %s (sd-scripts ignored it); using it as %s.", alias, key, key)
+            args[key] = value
+    for key in list(args):
+        if key in KNOWN_KEYS:
+            continue
+        close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.85)
+        if close:
+            raise NetworkArgError(key, args[key], f"a known network arg; did you mean {close[0]}?")
+        logger.warning("network arg %s=%r is not used by lr_weights and is ignored.", key, args[key])
+    return args
+
+
+def parse_training_options(
+    arch: Architecture, kwargs: Mapping[str, Any], neuron_dropout: Any = None
+) -> TrainingOptions:
+    dropout = parse_probability("neuron_dropout", neuron_dropout)
+    injected = parse_probability("dropout", kwargs.get("dropout"))
+    if dropout is None:
+        dropout = injected
+    elif injected is not None and injected != dropout:
+        logger.warning("dropout=%s differs from --network_dropout=%s; using --network_dropout.", injected, dropout)
+
+    common = parse_ratio("loraplus_lr_ratio", kwargs.get("loraplus_lr_ratio"))
+    unet_ratio = parse_ratio("loraplus_unet_lr_ratio", kwargs.get("loraplus_unet_lr_ratio"))
+    te_ratio = parse_ratio("loraplus_text_encoder_lr_ratio", kwargs.get("loraplus_text_encoder_lr_ratio"))
+    return TrainingOptions(
+        dropout=dropout,
+        rank_dropout=parse_probability("rank_dropout", kwargs.get("rank_dropout")),
+        module_dropout=parse_probability("module_dropout", kwargs.get("module_dropout")),
+        loraplus_unet_ratio=unet_ratio or common,
+        loraplus_text_encoder_ratio=te_ratio or common,
+        block_lr_weights=trainable_block_lr_weights(arch, kwargs),
+    )
+
+
+def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
+    """The block LR weights, refusing what upstream would silently train wrong or not at all."""
+    weights = resolve_block_lr_weights(
+        arch, kwargs.get("down_lr_weight"), kwargs.get("mid_lr_weight"), kwargs.get("up_lr_weight"), kwargs.get("block_lr_zero_threshold")
+    )
+    if weights is None:
+        return None
+    threshold = kwargs.get("block_lr_zero_threshold", "0")
+    for index, weight in enumerate(weights):
+        if weight < 0:
+            key = {"down": "down_lr_weight", "mid": "mid_lr_weight", "up": "up_lr_weight"}[arch.part_of(index)[0]]
+            raise NetworkArgError(
+                key,
+                kwargs.get(key),
+                f"weights >= 0: {arch.block_name(index)} gets {weight:g}, which block_lr_zero_threshold={threshold} "
+                "lets through and which would be a negative learning rate",
+            )
+    if all(weight == 0 for index, weight in enumerate(weights) if index not in arch.moduleless):
+        given = " ".join(f"{k}={kwargs[k]}" for k in LR_WEIGHT_KEYS[:3] if kwargs.get(k) is not None)
+        raise NetworkArgError(
+            "block_lr_zero_threshold",
+            threshold,
+            "a threshold below at least one block weight: with these settings every U-Net block has weight 0, "
+            f"so nothing in the U-Net would train ({given}). The threshold is compared with the block weight "
+            "alone, not weight x learning rate: a block trains only if its weight > threshold",
+        )
+    return weights
+
+
+def parse_network_settings(
+    arch: Architecture,
+    network_dim: Any,
+    network_alpha: Any,
+    kwargs: Mapping[str, Any],
+    neuron_dropout: Any = None,
+) -> NetworkSettings:
+    """Everything `create_network` needs, validated. Raises NetworkArgError on bad input."""
+    args = normalise_kwargs(kwargs)
+    dim = DEFAULT_DIM if network_dim is None else parse_int("network_dim", network_dim, minimum=1)
+    alpha = DEFAULT_ALPHA if network_alpha is None else parse_alpha("network_alpha", network_alpha)
+
+    conv_dim = conv_alpha = None
+    if args.get("conv_dim") is not None:
+        conv_dim = parse_int("conv_dim", args["conv_dim"], minimum=1)
+        conv_alpha = DEFAULT_ALPHA if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
+    elif args.get("conv_alpha") is not None:
+        logger.warning("conv_alpha=%s is ignored: conv_dim is not given, so k x k convs are not trained.", args["conv_alpha"])
+
+    options = parse_training_options(arch, args, neuron_dropout)
+    lists = {key: args.get(key) for key in BLOCK_LIST_KEYS}
+    if options.block_lr_weights is None and all(v is None for v in lists.values()):
+        return NetworkSettings(arch, dim, alpha, conv_dim, conv_alpha, None, None, None, None, options)
+
+    n = arch.num_blocks
+    block_dims = list(parse_block_list("block_dims", lists["block_dims"], arch, _block_int) if lists["block_dims"] is not None else [dim] * n)
+    block_alphas = (
+        parse_block_list("block_alphas", lists["block_alphas"], arch, parse_alpha) if lists["block_alphas"] is not None else (alpha,) * n
+    )
+    conv_block_dims: Optional[list] = None
+    conv_block_alphas: Optional[Tuple[float, ...]] = None
+    if lists["conv_block_dims"] is not None:
+        conv_block_dims = list(parse_block_list("conv_block_dims", lists["conv_block_dims"], arch, _block_int))
+    elif conv_dim is not None:
+        conv_block_dims = [conv_dim] * n
+    if lists["conv_block_alphas"] is not None:
+        if conv_block_dims is None:
+            raise NetworkArgError(
+                "conv_block_alphas", lists["conv_block_alphas"], "to be given together with conv_dim or conv_block_dims (it sets the alphas of k x k conv modules, which are only made then)"
+            )
+        conv_block_alphas = parse_block_list("conv_block_alphas", lists["conv_block_alphas"], arch, parse_alpha)
+    elif conv_block_dims is not None:
+        conv_block_alphas = (DEFAULT_ALPHA if conv_alpha is None else conv_alpha,) * n
+
+    if options.block_lr_weights is not None:
+        for i, weight in enumerate(options.block_lr_weights):
+            if weight == 0:
+                block_dims[i] = 0
+                if conv_block_dims is not None:
+                    conv_block_dims[i] = 0
+
+    return NetworkSettings(
+        arch,
+        dim,
+        alpha,
+        conv_dim,
+        conv_alpha,
+        tuple(block_dims),
+        tuple(block_alphas),
+        None if conv_block_dims is None else tuple(conv_block_dims),
+        conv_block_alphas,
+        options,
+    )

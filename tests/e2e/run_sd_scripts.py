@@ -1,0 +1,55 @@
+"""Run an sd-scripts training script with some of its module constants overridden.
+
+    python run_sd_scripts.py --patch-json '{"library.original_unet": {"BLOCK_OUT_CHANNELS": [32, 64, 64, 64]}}' \
+        -- /path/to/sd-scripts/train_network.py --arg ...
+
+sd-scripts builds its U-Nets from module-level constants (channel widths,
+context/ADM dims) that are read when the model object is constructed.  We
+import those modules first, overwrite the constants, then execute the
+training script as ``__main__`` in this same process, so the trainer, the
+model loading code and the network module are all the unmodified upstream /
+package code.  The script's directory is put first on sys.path and used as
+the working directory, exactly like ``python train_network.py`` from a
+checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import runpy
+import sys
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if "--" not in argv:
+        raise SystemExit("usage: run_sd_scripts.py [--patch-json JSON] -- SCRIPT [ARGS...]")
+    sep = argv.index("--")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patch-json", default="{}")
+    opts = ap.parse_args(argv[:sep])
+    script, script_args = argv[sep + 1], argv[sep + 2 :]
+
+    script = os.path.abspath(script)
+    sd_dir = os.path.dirname(script)
+    os.chdir(sd_dir)
+    sys.path.insert(0, sd_dir)
+
+    for mod_name, consts in json.loads(opts.patch_json).items():
+        mod = importlib.import_module(mod_name)
+        for name, value in consts.items():
+            if not hasattr(mod, name):
+                raise SystemExit(f"{mod_name} has no constant {name}; sd-scripts layout changed?")
+            if isinstance(getattr(mod, name), tuple) and isinstance(value, list):
+                value = tuple(value)
+            setattr(mod, name, value)
+
+    sys.argv = [script, *script_args]
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
