@@ -45,17 +45,19 @@ RUNNER = HERE / "run_sd_scripts.py"
 SD1_BLOCK_OUT_CHANNELS = (32, 64, 64, 64)
 SD1_TE_HIDDEN = 64  # == U-Net cross_attention_dim
 SD1_TE_LAYERS = 2
-# SDXL: sd-scripts' sdxl_original_unet hard-codes MODEL_CHANNELS=320,
-# CONTEXT_DIM=2048 (=768+1280), ADM_IN_CHANNELS=2816 (=1280+6*256).
-# Transformer depths (1/2/10) and heads of 64 channels stay as upstream.
+# SDXL: sd-scripts' sdxl_original_unet hard-codes MODEL_CHANNELS=320 (patched)
+# and a literal cross_attention_dim=2048 (not patchable), so the two text
+# encoders keep their real widths 768 + 1280 (and TE2's 1280-d projection, so
+# ADM_IN_CHANNELS stays 2816) but are shallow.  Transformer depths (1/2/10),
+# 64-channel heads, etc. stay as upstream.
 SDXL_MODEL_CHANNELS = 64
-SDXL_TE1_HIDDEN = 64
+SDXL_TE1_HIDDEN = 768
 SDXL_TE1_LAYERS = 12  # sd-scripts reads hidden_states[11] of text encoder 1
-SDXL_TE2_HIDDEN = 64
-SDXL_TE2_LAYERS = 3  # sd-scripts reads hidden_states[-2] of text encoder 2
-SDXL_TE2_PROJ = 32
-SDXL_CONTEXT_DIM = SDXL_TE1_HIDDEN + SDXL_TE2_HIDDEN
-SDXL_ADM_IN_CHANNELS = SDXL_TE2_PROJ + 6 * 256
+SDXL_TE2_HIDDEN = 1280
+SDXL_TE2_LAYERS = 2  # sd-scripts reads hidden_states[-2] of text encoder 2
+SDXL_TE2_PROJ = 1280
+SDXL_CONTEXT_DIM = SDXL_TE1_HIDDEN + SDXL_TE2_HIDDEN  # must be 2048
+SDXL_ADM_IN_CHANNELS = SDXL_TE2_PROJ + 6 * 256  # 2816 as upstream
 
 # sd-scripts looks for  <tokenizer_cache_dir>/<hub id with "/" -> "_">
 TOKENIZER1_DIRNAME = "openai_clip-vit-large-patch14"
@@ -80,8 +82,6 @@ def patch_spec(arch: str) -> Dict[str, object]:
             "library.sdxl_original_unet": {
                 "MODEL_CHANNELS": SDXL_MODEL_CHANNELS,
                 "TIME_EMBED_DIM": SDXL_MODEL_CHANNELS * 4,
-                "CONTEXT_DIM": SDXL_CONTEXT_DIM,
-                "ADM_IN_CHANNELS": SDXL_ADM_IN_CHANNELS,
             }
         }
     raise ValueError(arch)

@@ -1,0 +1,44 @@
+"""The `lr-weights` command: one subcommand per module in this package.
+
+Each subcommand module has `register(subparsers)`, which adds its parser and sets `run` to a
+function taking the parsed arguments and returning an exit code. Errors from bad input end as one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from ..errors import NetworkArgError
+
+SUBCOMMANDS = ("demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lr-weights",
+        description="Block-wise learning rates for sd-scripts LoRA training: try, plan, convert and inspect.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except (NetworkArgError, ValueError, FileNotFoundError, OSError) as error:
+        print(f"lr-weights {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lr-weights {args.command}: interrupted", file=sys.stderr)
+        return 130
