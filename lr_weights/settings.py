@@ -140,7 +140,15 @@ def parse_block_list(key: str, value: Any, arch: Architecture, item) -> Tuple:
             f"exactly {arch.num_blocks} comma-separated values for {arch.name.upper()} "
             f"(one per block {arch.block_names[0]}..{arch.block_names[-1]}), got {len(entries)}",
         )
-    return tuple(item(key, e) for e in entries)
+    values = []
+    for position, entry in enumerate(entries):
+        try:
+            values.append(item(key, entry))
+        except NetworkArgError as error:
+            raise NetworkArgError(
+                key, value, f"{arch.num_blocks} comma-separated values, each {error.expected} (entry {position} for {arch.block_name(position)} is {entry!r})"
+            ) from None
+    return tuple(values)
 
 
 def _block_int(key: str, text: str) -> int:
@@ -193,6 +201,8 @@ def parse_training_options(
 
 def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
     """The block LR weights, refusing what upstream would silently train wrong or not at all."""
+    if kwargs.get("block_lr_zero_threshold") is not None:
+        parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
     weights = resolve_block_lr_weights(
         arch, kwargs.get("down_lr_weight"), kwargs.get("mid_lr_weight"), kwargs.get("up_lr_weight"), kwargs.get("block_lr_zero_threshold")
     )
@@ -232,11 +242,13 @@ def parse_network_settings(
     dim = DEFAULT_DIM if network_dim is None else parse_int("network_dim", network_dim, minimum=1)
     alpha = DEFAULT_ALPHA if network_alpha is None else parse_alpha("network_alpha", network_alpha)
 
-    conv_dim = conv_alpha = None
+    conv_dim = None
+    conv_alpha = None if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
     if args.get("conv_dim") is not None:
         conv_dim = parse_int("conv_dim", args["conv_dim"], minimum=1)
-        conv_alpha = DEFAULT_ALPHA if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
-    elif args.get("conv_alpha") is not None:
+        conv_alpha = DEFAULT_ALPHA if conv_alpha is None else conv_alpha
+    elif conv_alpha is not None:
+        conv_alpha = None
         logger.warning("conv_alpha=%s is ignored: conv_dim is not given, so k x k convs are not trained.", args["conv_alpha"])
 
     options = parse_training_options(arch, args, neuron_dropout)

@@ -57,9 +57,12 @@ def parse_float(key: str, text: str, *, what: str = "a number") -> float:
 def parse_float_list(key: str, text: str) -> List[float]:
     """Comma-separated floats; an empty entry means 0 (as upstream)."""
     values = []
-    for entry in str(text).split(","):
+    for position, entry in enumerate(str(text).split(","), start=1):
         entry = entry.strip()
-        values.append(0.0 if entry == "" else parse_float(key, entry, what="comma-separated numbers"))
+        try:
+            values.append(0.0 if entry == "" else parse_float(key, entry))
+        except NetworkArgError as error:
+            raise NetworkArgError(key, text, f"comma-separated finite numbers (entry {position} is {entry!r}: {error.expected})") from None
     return values
 
 
@@ -87,7 +90,10 @@ def parse_down_up_spec(key: str, text: str, n: int) -> List[float]:
         offset_text = match.group("offset")
         if offset_text.strip() == "":
             raise NetworkArgError(key, text, "an offset after the sign, e.g. " + match.group("name") + "+.25")
-        offset = parse_float(key, offset_text, what="a preset offset")
+        try:
+            offset = parse_float(key, offset_text)
+        except NetworkArgError:
+            raise NetworkArgError(key, text, f"a number after the sign, e.g. {match.group('name')}+.25") from None
         if match.group("sign") == "-":
             offset = -offset
     return preset_values(match.group("name"), n, offset)
