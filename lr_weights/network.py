@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, replace
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -116,6 +116,7 @@ class LoRANetwork(nn.Module):
         options: TrainingOptions,
         multiplier: float = 1.0,
         settings: Optional[NetworkSettings] = None,
+        module_factory: Callable[..., LoRAModule] = LoRAModule,
     ):
         super().__init__()
         self.arch = arch
@@ -126,7 +127,8 @@ class LoRANetwork(nn.Module):
         self.unet_loras: List[LoRAModule] = []
         self._unet_blocks: Dict[str, int] = {}
         for plan in plans:
-            module = LoRAModule(
+            # module_factory: LoRAModule, or a subclass with the same constructor (DyLoRA).
+            module = module_factory(
                 plan.target.lora_name,
                 plan.target.layer,
                 plan.dim,

@@ -25,8 +25,11 @@ LR_WEIGHT_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_z
 BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 # Kohya GUI v21.7.x wrote these names; sd-scripts never read them (CONTRACT §7.5).
 GUI_ALIASES = {"conv_dims": "conv_block_dims", "conv_alphas": "conv_block_alphas"}
+# Read only by lr_weights.dylora; lr_weights.lora says so when it gets one.
+DYLORA_KEYS = ("unit",)
 KNOWN_KEYS = frozenset(
     ("conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout")
+    + DYLORA_KEYS
     + LR_WEIGHT_KEYS
     + BLOCK_LIST_KEYS
     + ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
@@ -149,6 +152,29 @@ def parse_block_list(key: str, value: Any, arch: Architecture, item) -> Tuple:
                 key, value, f"{arch.num_blocks} comma-separated values, each {error.expected} (entry {position} for {arch.block_name(position)} is {entry!r})"
             ) from None
     return tuple(values)
+
+
+def parse_unit(kwargs: Mapping[str, Any]) -> int:
+    """DyLoRA's `unit`: how many rank rows train together each step (default 1, as upstream)."""
+    value = kwargs.get("unit")
+    if value is None:
+        return 1
+    return parse_int("unit", value, minimum=1)
+
+
+def check_dylora_dims(settings: "NetworkSettings", unit: int) -> None:
+    """Every dim a DyLoRA network will use must be a multiple of `unit` (upstream asserts it)."""
+    expected = f"dims that are multiples of unit={unit}"
+    if settings.dim % unit:
+        raise NetworkArgError("network_dim", settings.dim, f"a multiple of unit={unit} (DyLoRA trains unit rank rows at a time)")
+    if settings.conv_dim is not None and settings.conv_dim % unit:
+        raise NetworkArgError("conv_dim", settings.conv_dim, f"a multiple of unit={unit} (DyLoRA trains unit rank rows at a time)")
+    for key, dims in (("block_dims", settings.block_dims), ("conv_block_dims", settings.conv_block_dims)):
+        if dims is None:
+            continue
+        bad = [f"{settings.arch.block_name(i)}={d}" for i, d in enumerate(dims) if d % unit and i not in settings.arch.moduleless]
+        if bad:
+            raise NetworkArgError(key, ",".join(str(d) for d in dims), f"{expected} (0 prunes a block); not: {', '.join(bad)}")
 
 
 def _block_int(key: str, text: str) -> int:

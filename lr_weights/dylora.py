@@ -1,0 +1,113 @@
+"""sd-scripts entry point: `--network_module lr_weights.dylora --network_args unit=4 ...`.
+
+A drop-in for sd-scripts' `networks.dylora`: the same training rule (one random slice of `unit`
+rank rows trains per step, output scaled by sqrt(dim / slice_end)) and the same file (plain
+`lora_down`/`lora_up`/`alpha`, loadable anywhere a LoRA loads). On top of upstream it takes every
+network arg `lr_weights.lora` takes — block LR weights, block dims/alphas, the zero threshold,
+LoRA+, dropouts, `lbw_weights` — names the SDXL encoders `lora_te1`/`lora_te2` (upstream names both
+`lora_te`, and the second overwrites the first on save), and returns `(params, descriptions)` only
+to hosts that read them. Upstream demands conv_dim == network_dim and gives convs network_alpha;
+here conv_dim and conv_alpha mean what they mean for lr_weights.lora.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Optional, Tuple
+
+from .blocks import detect_architecture
+from .dylora_modules import DyLoRAModule
+from .errors import NetworkArgError
+from .io import load_lora_file
+from .log import ensure_visible
+from .lora import get_block_lr_weight
+from .network import LoRANetwork, plan_from_settings, plan_from_weights
+from .settings import check_dylora_dims, normalise_kwargs, parse_network_settings, parse_training_options, parse_unit
+from .table import format_block_table
+from .targets import as_text_encoder_list, text_encoder_targets, unet_targets
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DyLoRAModule", "DyLoRANetwork", "create_network", "create_network_from_weights", "get_block_lr_weight"]
+
+
+class DyLoRANetwork(LoRANetwork):
+    """LoRANetwork whose modules train DyLoRA rank slices; everything else is LoRANetwork's."""
+
+    def __init__(self, arch, plans, options, multiplier: float = 1.0, settings=None, unit: int = 1):
+        super().__init__(arch, plans, options, multiplier=multiplier, settings=settings, module_factory=functools.partial(DyLoRAModule, unit=unit))
+        self.unit = unit
+
+
+def create_network(
+    multiplier: float,
+    network_dim: Optional[int],
+    network_alpha: Optional[float],
+    vae,
+    text_encoder,
+    unet,
+    neuron_dropout: Optional[float] = None,
+    **kwargs: Any,
+) -> DyLoRANetwork:
+    """Build a DyLoRA network for `text_encoder` (one, or a list of two for SDXL) and `unet`."""
+    ensure_visible()
+    arch = detect_architecture(unet)
+    settings = parse_network_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
+    unit = parse_unit(kwargs)
+    check_dylora_dims(settings, unit)
+    encoders = as_text_encoder_list(text_encoder)
+    plans = plan_from_settings(settings, text_encoder_targets(encoders), unet_targets(unet, arch, settings.trains_conv))
+    network = DyLoRANetwork(arch, plans, settings.options, multiplier=multiplier, settings=settings, unit=unit)
+    _log_created(network)
+    return network
+
+
+def create_network_from_weights(
+    multiplier: float,
+    file: Optional[str],
+    vae,
+    text_encoder,
+    unet,
+    weights_sd=None,
+    for_inference: bool = False,
+    **kwargs: Any,
+) -> Tuple[DyLoRANetwork, dict]:
+    """A network shaped like the modules in `file` (or `weights_sd`); the weights are not loaded.
+
+    For training (`--dim_from_weights`) every dim in the file must be a multiple of `unit`; for
+    inference and merging the file is a plain LoRA and `unit` plays no part.
+    """
+    ensure_visible()
+    arch = detect_architecture(unet)
+    if weights_sd is None:
+        weights_sd = load_lora_file(file)
+    args = normalise_kwargs(kwargs)
+    options = parse_training_options(arch, args)
+    unit = 1 if for_inference else parse_unit(args)
+    if for_inference:
+        options = type(options)(block_lr_weights=options.block_lr_weights)
+    encoders = as_text_encoder_list(text_encoder)
+    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders), unet_targets(unet, arch, include_conv=True))
+    if unmatched:
+        logger.warning(
+            "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",
+            file or "weights", len(unmatched), ", ".join(unmatched[:3]),
+        )
+    odd = sorted({p.dim for p in plans if p.dim % unit})
+    if odd:
+        raise NetworkArgError("unit", args.get("unit"), f"a divisor of every dim in {file or 'the weights'} (it holds dims {', '.join(map(str, odd))})")
+    network = DyLoRANetwork(arch, plans, options, multiplier=multiplier, unit=unit)
+    _log_created(network)
+    return network, weights_sd
+
+
+def _log_created(network: DyLoRANetwork) -> None:
+    logger.info(
+        "lr_weights: %s DyLoRA network (unit %d), %d text encoder + %d U-Net modules\n%s",
+        network.arch.name.upper(),
+        network.unit,
+        len(network.text_encoder_loras),
+        len(network.unet_loras),
+        format_block_table(network.block_table()),
+    )
