@@ -1,0 +1,265 @@
+"""lr_weights.dylora: upstream's file layout and training rule, plus block LRs, SDXL TE1/TE2, pruning.
+
+Expected keys and shapes come from upstream's rule, read from sd-scripts' `networks/dylora.py`:
+it targets the same layers under the same names as `networks.lora` (same target classes, same
+`prefix + path` names; convs only with conv_dim, which must equal network_dim and takes
+network_alpha), and its `state_dict` concatenates the rank rows into `lora_down.weight` (dim, in)
+/ (dim, in, k, k) (1x1 convs get (dim, in, 1, 1)) and `lora_up.weight` (out, dim) / (out, dim, 1,
+1) — the shapes of a plain LoRA of that dim. So the recorded `networks.lora` figures at dim 4
+(tests/fixtures/upstream) are upstream DyLoRA's figures at dim 4, with one exception: on SDXL
+upstream DyLoRA prefixes both encoders `lora_te`, so TE2's modules overwrite TE1's of the same
+name and its file holds only the 192 TE2 modules as `lora_te_*`; we keep all 264 as
+`lora_te1_*`/`lora_te2_*` (CONTRACT §7.11).
+"""
+
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lr_weights import dylora, lora
+from lr_weights.dylora_modules import DyLoRAModule, draw_slice
+from lr_weights.errors import NetworkArgError
+from lr_weights.tiny import build_tiny_sd
+
+from ..conftest import upstream_case
+from ..upstream_dylora import load_upstream_dylora, sd_scripts_dir
+from ..upstream_models import rebuild
+
+
+def saved_shapes(network, tmp_path):
+    path = tmp_path / "dylora.safetensors"
+    network.save_weights(str(path), torch.float16, {"ss_network_module": "lr_weights.dylora"})
+    return {key: list(value.shape) for key, value in load_file(str(path)).items()}
+
+
+def expected_shapes(modules):
+    shapes = {}
+    for m in modules:
+        shapes[m["name"] + ".lora_down.weight"] = m["down_shape"]
+        shapes[m["name"] + ".lora_up.weight"] = m["up_shape"]
+        shapes[m["name"] + ".alpha"] = []
+    return shapes
+
+
+def test_sd1_saved_keys_and_shapes_equal_upstream(tmp_path):
+    # p03 is networks.lora at dim 4 with conv_dim 4: every attention, 1x1 and k x k conv target.
+    case = upstream_case("p03_sd1_sine_cosine_locon")
+    te, unet = rebuild("sd1")
+    network = dylora.create_network(1.0, 4, 1, None, te, unet, unit="2", conv_dim="4")
+    network.apply_to(te, unet, True, True)
+    assert saved_shapes(network, tmp_path) == expected_shapes(case["result"]["modules"])
+
+
+def test_sdxl_saved_keys_and_shapes_equal_upstream_with_te1_kept(tmp_path):
+    case = upstream_case("p08_sdxl_sine_cosine")  # every SDXL LoRA target at dim 4
+    te, unet = rebuild("sdxl")
+    network = dylora.create_network(1.0, 4, 1, None, te, unet, unit="4")
+    network.apply_to(te, unet, True, True)
+    ours = saved_shapes(network, tmp_path)
+    expected = expected_shapes(case["result"]["modules"])
+    assert ours == expected
+    # What upstream DyLoRA would save: TE2's modules under `lora_te_` and the U-Net.
+    upstream_file = {k.replace("lora_te2_", "lora_te_", 1): v for k, v in ours.items() if not k.startswith("lora_te1_")}
+    assert sum(k.startswith("lora_te_") and k.endswith(".alpha") for k in upstream_file) == 192
+    assert sum(k.startswith("lora_te1_") and k.endswith(".alpha") for k in ours) == 72
+
+
+def test_draw_follows_pythons_random_as_upstream():
+    rng = random.Random(7)
+    check = random.Random(7)
+    for _ in range(50):
+        start, end = draw_slice(12, 4, rng)
+        raw = check.randint(0, 11)
+        assert (start, end) == (raw - raw % 4, raw - raw % 4 + 4)
+
+
+def tiny_batch(seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(2, 4, 16, 16, generator=generator),
+        torch.tensor([10, 500]),
+        torch.randint(0, 1000, (2, 16), generator=generator),
+    )
+
+
+def train_step(network, te, unet, optimizer):
+    x, t, ids = tiny_batch()
+    loss = unet(x, t, te(ids)).pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def slices_touched(delta: torch.Tensor, axis: int, unit: int):
+    """The unit-sized slices along `axis` in which `delta` is non-zero."""
+    per_index = delta.abs().sum(dim=tuple(d for d in range(delta.dim()) if d != axis))
+    return sorted({i // unit for i in torch.nonzero(per_index).flatten().tolist()})
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_one_slice_trains_and_the_others_stay(optimizer_name):
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(1.0, 8, 8, None, te, unet, unit="2", conv_dim="8")
+    network.apply_to(te, unet)
+    network.train()
+    params = network.prepare_optimizer_params(1e-2, 1e-2, 1e-2, with_descriptions=False)
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=1e-2), "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.0)}[optimizer_name]
+    optimizer = make(params)
+    random.seed(0)
+    # With SGD frozen rows never move. Adam-style optimizers see a zero gradient there (upstream:
+    # none), so from the second step their momentum still moves earlier slices: check one step.
+    for step in range(2 if optimizer_name == "sgd" else 1):
+        before = {k: v.clone() for k, v in network.state_dict().items()}
+        train_step(network, te, unet, optimizer)
+        after = network.state_dict()
+        for module in network.all_loras:
+            name = module.lora_name
+            up = slices_touched(after[name + ".lora_up.weight"] - before[name + ".lora_up.weight"], 1, 2)
+            down = slices_touched(after[name + ".lora_down.weight"] - before[name + ".lora_down.weight"], 0, 2)
+            assert len(up) == 1, (step, name, up)  # exactly one slice of lora_up moved
+            # Step 1: lora_up starts at 0, so no gradient reaches lora_down anywhere yet.
+            assert down == ([] if step == 0 else up) or (step == 1 and down == []), (step, name, down, up)
+
+
+def test_gradient_is_zero_outside_the_slice_and_scale_is_upstreams():
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(1.0, 8, 4, None, te, unet, unit="4")
+    module = next(m for m in network.unet_loras if m.kind == "linear")
+    module.apply_to()
+    module.train()
+    with torch.no_grad():
+        module.lora_up.weight.normal_()
+    layer = module.base_layer
+    x = torch.randn(3, 5, layer.in_features)
+    random.seed(1)
+    start, end = draw_slice(8, 4)
+    random.seed(1)
+    out = layer(x)
+    expected_delta = (x @ module.lora_down.weight.T) @ module.lora_up.weight.T * (4 / 8) * (8 / end) ** 0.5
+    assert torch.allclose(out - module._base_forward(x), expected_delta, atol=1e-5)
+    out.sum().backward()
+    frozen = [i for i in range(8) if not start <= i < end]
+    assert module.lora_down.weight.grad[frozen].abs().sum() == 0
+    assert module.lora_up.weight.grad[:, frozen].abs().sum() == 0
+    assert module.lora_down.weight.grad[start:end].abs().sum() > 0
+    assert module.lora_up.weight.grad[:, start:end].abs().sum() > 0
+
+
+def test_eval_is_the_plain_lora_in_the_saved_file(tmp_path):
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(0.7, 8, 4, None, te, unet, unit="4", conv_dim="4")
+    with torch.no_grad():
+        for module in network.all_loras:
+            module.lora_up.weight.normal_(std=0.1)
+    network.apply_to(te, unet)
+    network.eval()
+    x, t, ids = tiny_batch()
+    with torch.no_grad():
+        ours = unet(x, t, te(ids))
+    path = tmp_path / "d.safetensors"
+    network.save_weights(str(path), None, {})
+    network.restore()
+    te2, unet2 = build_tiny_sd(0)
+    plain, weights = lora.create_network_from_weights(0.7, str(path), None, te2, unet2)
+    plain.apply_to(te2, unet2)
+    plain.load_weights(str(path))
+    plain.eval()
+    with torch.no_grad():
+        theirs = unet2(x, t, te2(ids))
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_block_lr_groups_and_descriptions_match_lr_weights_lora():
+    args = dict(down_lr_weight="sine+.25", mid_lr_weight="1", up_lr_weight="cosine+.25", loraplus_unet_lr_ratio="4", conv_dim="4")
+    results = []
+    for module in (lora, dylora):
+        te, unet = build_tiny_sd(0)
+        network = module.create_network(1.0, 4, 1, None, te, unet, **args)
+        network.apply_to(te, unet)
+        params, descriptions = network.prepare_optimizer_params(1e-5, 1e-4, 1e-3, with_descriptions=True)
+        results.append((descriptions, [g["lr"] for g in params], [len(g["params"]) for g in params]))
+    assert results[0] == results[1]
+    descriptions = results[1][0]
+    assert descriptions[0] == "textencoder" and "unet_block1" in descriptions and "unet_block1 plus" in descriptions
+    assert descriptions[-2:] == ["unet_block12", "unet_block12 plus"]  # upstream: the mid block comes last
+
+
+def test_zero_weight_blocks_are_pruned_and_block_dims_are_honoured():
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(
+        1.0, 4, 1, None, te, unet, unit="2",
+        down_lr_weight="0,0,0,1,1,1,1,1,1,1,1,1", up_lr_weight="1,1,1,1,1,1,1,1,1,1,1,0",
+        block_dims=",".join(["4"] * 12 + ["8"] + ["2"] * 12),
+    )
+    blocks = {network.block_of(m) for m in network.unet_loras}
+    assert 1 not in blocks and 2 not in blocks and 24 not in blocks and 4 in blocks
+    assert {m.lora_dim for m in network.unet_loras if network.block_of(m) == 12} == {8}
+    assert {m.lora_dim for m in network.unet_loras if network.block_of(m) == 16} == {2}
+    table = {row.name: row for row in network.block_table()}
+    assert table["IN01"].status == "pruned" and table["OUT11"].status == "pruned" and table["IN04"].status == "train"
+
+
+def test_threshold_prunes_per_block():
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(1.0, 4, 1, None, te, unet, unit="1", down_lr_weight="sine", up_lr_weight="cosine", block_lr_zero_threshold="0.3")
+    weights = network.block_lr_weight
+    kept = {network.block_of(m) for m in network.unet_loras}
+    assert all(weights[b] > 0.3 for b in kept)
+    assert 1 not in kept and 24 not in kept
+
+
+def test_dims_must_be_multiples_of_unit():
+    te, unet = build_tiny_sd(0)
+    with pytest.raises(NetworkArgError, match="network_dim.*multiple of unit=3"):
+        dylora.create_network(1.0, 4, 1, None, te, unet, unit="3")
+    with pytest.raises(NetworkArgError, match="block_dims.*M00=5"):
+        dylora.create_network(1.0, 4, 1, None, te, unet, unit="2", block_dims=",".join(["4"] * 12 + ["5"] + ["4"] * 12))
+    with pytest.raises(NetworkArgError, match="unit"):
+        dylora.create_network(1.0, 4, 1, None, te, unet, unit="0")
+
+
+def test_sdxl_block_lr_and_te_prefixes():
+    te, unet = rebuild("sdxl")
+    network = dylora.create_network(1.0, 4, 1, None, te, unet, unit="4", down_lr_weight="1,1,1,1,0,0,1,1,1", mid_lr_weight="1,0,1", up_lr_weight="zeros+0.5")
+    names = [m.lora_name for m in network.text_encoder_loras]
+    assert sum(n.startswith("lora_te1_") for n in names) == 72 and sum(n.startswith("lora_te2_") for n in names) == 192
+    assert 5 not in {network.block_of(m) for m in network.unet_loras}  # IN04 pruned
+    assert 11 not in {network.block_of(m) for m in network.unet_loras}  # M01 pruned
+
+
+def test_from_weights_keeps_dims_and_checks_unit(tmp_path):
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(1.0, 8, 4, None, te, unet, unit="4")
+    path = tmp_path / "d.safetensors"
+    network.save_weights(str(path), None, {})
+    te2, unet2 = build_tiny_sd(0)
+    again, _ = dylora.create_network_from_weights(1.0, str(path), None, te2, unet2, unit="4")
+    assert isinstance(again.all_loras[0], DyLoRAModule) and {m.lora_dim for m in again.all_loras} == {8}
+    with pytest.raises(NetworkArgError, match="unit"):
+        dylora.create_network_from_weights(1.0, str(path), None, te2, unet2, unit="3")
+    dylora.create_network_from_weights(1.0, str(path), None, te2, unet2, for_inference=True, unit="3")
+
+
+@pytest.mark.skipif(sd_scripts_dir() is None, reason="SD_SCRIPTS_DIR not set (upstream networks/dylora.py is the oracle)")
+def test_same_seed_gives_upstreams_tensors_at_init_and_after_an_sgd_step():
+    upstream = load_upstream_dylora()
+    networks = []
+    for build in (upstream.create_network, dylora.create_network):
+        te, unet = build_tiny_sd(0)
+        torch.manual_seed(1)
+        kwargs = dict(unit="2", conv_dim="8") if build is upstream.create_network else dict(unit="2", conv_dim="8", conv_alpha="4")
+        network = build(1.0, 8, 4, None, te, unet, **kwargs)
+        network.apply_to(te, unet, True, True)
+        initial = {k: v.clone() for k, v in network.state_dict().items()}
+        network.train()
+        params = network.prepare_optimizer_params(0.1, 0.1, 0.1)
+        params = params[0] if isinstance(params, tuple) else params
+        random.seed(3)
+        train_step(network, te, unet, torch.optim.SGD(params, lr=0.1))
+        networks.append((initial, {k: v.clone() for k, v in network.state_dict().items()}))
+    (up_init, up_after), (our_init, our_after) = networks
+    assert up_init.keys() == our_init.keys()
+    assert all(torch.equal(up_init[k], our_init[k]) for k in up_init)
+    assert max((up_after[k] - our_after[k]).abs().max().item() for k in up_after) < 1e-6
