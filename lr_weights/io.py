@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Dict, Mapping, Optional
+import time
+from typing import Dict, List, Mapping, Optional
 
 import torch
 
@@ -24,11 +25,24 @@ def is_safetensors_path(path: str) -> bool:
     return os.path.splitext(str(path))[1].lower() == SAFETENSORS_SUFFIX
 
 
+def temporary_prefix(path: str) -> str:
+    """The name prefix of `path`'s temporary siblings: `.<name>.` (hashed when the name is long)."""
+    name = os.path.basename(os.fspath(path))
+    if len(name.encode("utf-8", "surrogatepass")) > 200:  # keep temporary names under NAME_MAX
+        name = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return "." + name + "."
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` so that `path` holds either its old content or all of `data`."""
+    """Write `data` to `path` so that `path` holds either its old content or all of `data`.
+
+    A process killed mid-write leaves its temporary `.<name>.<random>.tmp` behind; the next
+    successful write of the same path removes those that were not touched since it started.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    started = time.time()
+    fd, temporary = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -40,6 +54,33 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             os.unlink(temporary)
         raise
     _fsync_folder(folder)
+    remove_stale_temporaries(path, older_than=started)
+
+
+def remove_stale_temporaries(path: str, older_than: float) -> List[str]:
+    """Remove temporaries of `path` last modified before `older_than` (left by killed writers).
+
+    A temporary that another live writer of the same path is filling keeps a fresh mtime and
+    stays; sd-scripts saves from one process only, so in practice these are all leftovers.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = temporary_prefix(path)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        candidate = os.path.join(folder, name)
+        try:
+            if os.path.getmtime(candidate) < older_than:
+                os.unlink(candidate)
+                removed.append(candidate)
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return removed
 
 
 def _fsync_folder(folder: str) -> None:
