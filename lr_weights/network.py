@@ -22,7 +22,7 @@ from .functional import delta_weight, max_norm_ratio
 from .host import caller_reads_descriptions
 from .io import load_lora_file, save_lora_file
 from .modules import LoRAModule, max_rank
-from .param_groups import ParamGroup, build_param_groups, first_lr
+from .param_groups import ParamGroup, build_param_groups, first_lr, per_encoder_lrs
 from .settings import NetworkSettings, TrainingOptions
 from .table import BlockRow, ModuleFacts, block_table_json, build_block_table
 from .targets import Target
@@ -43,7 +43,8 @@ def plan_from_settings(settings: NetworkSettings, text_encoder_targets: Sequence
     """Adapters for `create_network`, in creation order (text encoders, then U-Net)."""
     plans = []
     te = settings.text_encoder_dim_alpha()
-    for target in text_encoder_targets:
+    # LBW's BASE = 0 (lbw_weights=): the text encoders train at LR 0, so they get no modules.
+    for target in text_encoder_targets if settings.options.text_encoder_lr_weight != 0 else ():
         plans.append(ModulePlan(target, te.dim, te.alpha))
     unknown = []
     for target in unet_targets:
@@ -202,14 +203,16 @@ class LoRANetwork(nn.Module):
     def enable_gradient_checkpointing(self) -> None:
         """Nothing to do: the adapters' activations are rank-r and cheap to keep."""
 
-    def prepare_optimizer_params(self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None):
+    def prepare_optimizer_params(
+        self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None, text_encoder_lrs=None
+    ):
         """Param groups for the optimizer; `(groups, descriptions)` for hosts that read descriptions.
 
         Never raises TypeError: sd-scripts retries with two arguments on TypeError, which would
         hide the real problem.
         """
         try:
-            groups = self.param_groups(first_lr(text_encoder_lr), unet_lr, default_lr)
+            groups = self.param_groups(first_lr(text_encoder_lr), unet_lr, default_lr, text_encoder_lrs=text_encoder_lrs)
         except TypeError as error:
             raise ValueError(f"cannot build optimizer groups: {error}") from error
         params = [g.as_optimizer_group() for g in groups]
@@ -219,7 +222,22 @@ class LoRANetwork(nn.Module):
             return params, [g.description for g in groups]
         return params
 
-    def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None) -> List[ParamGroup]:
+    def prepare_optimizer_params_with_multiple_te_lrs(self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None):
+        """What the newest sd-scripts hosts call instead of prepare_optimizer_params, with
+        `--text_encoder_lr` as given: None, a number, or a list (CONTRACT §1.8).
+
+        Two values give SDXL's encoders their own groups, `textencoder 1` and `textencoder 2`; none or
+        one value (or a model with one encoder) give exactly what prepare_optimizer_params gives.
+        """
+        if with_descriptions is None:
+            with_descriptions = caller_reads_descriptions(sys._getframe(1))
+        try:
+            lrs = per_encoder_lrs(text_encoder_lr, [m.lora_name for m in self.text_encoder_loras])
+        except TypeError as error:
+            raise ValueError(f"cannot read --text_encoder_lr={text_encoder_lr!r}: {error}") from error
+        return self.prepare_optimizer_params(text_encoder_lr, unet_lr, default_lr, with_descriptions=with_descriptions, text_encoder_lrs=lrs)
+
+    def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
         self.requires_grad_(True)
         return build_param_groups(
             self.text_encoder_loras,
@@ -231,6 +249,8 @@ class LoRANetwork(nn.Module):
             default_lr,
             self.options.loraplus_text_encoder_ratio,
             self.options.loraplus_unet_ratio,
+            text_encoder_lr_weight=self.options.text_encoder_lr_weight,
+            text_encoder_lrs=text_encoder_lrs,
         )
 
     def prepare_grad_etc(self, text_encoder=None, unet=None) -> None:

@@ -58,12 +58,26 @@ def build_param_groups(
     default_lr: Optional[float],
     loraplus_text_encoder_ratio: Optional[float] = None,
     loraplus_unet_ratio: Optional[float] = None,
+    text_encoder_lr_weight: float = 1.0,
+    text_encoder_lrs: Optional[Sequence[Optional[float]]] = None,
 ) -> List[ParamGroup]:
-    """The groups in upstream's order. `unet_blocks[i]` is the block index of `unet_modules[i]`."""
+    """The groups in upstream's order. `unet_blocks[i]` is the block index of `unet_modules[i]`.
+
+    `text_encoder_lr_weight` (LBW's BASE) scales the text-encoder LR. `text_encoder_lrs` (see
+    per_encoder_lrs) gives encoder i, the modules named `lora_te{i}_`, its own group `textencoder {i}`.
+    """
     groups: List[ParamGroup] = []
     if text_encoder_modules:
-        te_lr = text_encoder_lr if text_encoder_lr is not None else default_lr
-        groups += _split_group("textencoder", text_encoder_modules, te_lr, loraplus_text_encoder_ratio)
+
+        def te_lr(lr: Optional[float]) -> Optional[float]:
+            lr = lr if lr is not None else default_lr
+            return lr if lr is None or text_encoder_lr_weight == 1.0 else lr * text_encoder_lr_weight
+
+        if not text_encoder_lrs:
+            groups += _split_group("textencoder", text_encoder_modules, te_lr(text_encoder_lr), loraplus_text_encoder_ratio)
+        for number, lr in enumerate(text_encoder_lrs or (), start=1):
+            own = [m for m in text_encoder_modules if m.lora_name.startswith(f"lora_te{number}_")]
+            groups += _split_group(f"textencoder {number}", own, te_lr(lr), loraplus_text_encoder_ratio)
 
     if not unet_modules:
         return groups
@@ -81,6 +95,24 @@ def build_param_groups(
         weight = block_lr_weights[block] if 0 <= block < len(block_lr_weights) else 1.0
         groups += _split_group(f"unet_block{block}", modules, base_lr * weight, loraplus_unet_ratio)
     return groups
+
+
+def per_encoder_lrs(value, text_encoder_names: Sequence[str]) -> Optional[List[Optional[float]]]:
+    """One LR per text encoder when `--text_encoder_lr` has two or more values and the network has
+    SDXL's two encoders (`lora_te1_`, `lora_te2_`); None otherwise, meaning "one textencoder group
+    with the first value", exactly as without per-encoder LRs.
+    """
+    if not isinstance(value, (list, tuple)) or len(value) < 2 or not text_encoder_names:
+        return None
+    encoders = sorted({int(name[len("lora_te")]) for name in text_encoder_names if name[len("lora_te") : len("lora_te") + 1].isdigit()})
+    if len(encoders) < 2:
+        logger.warning("--text_encoder_lr has %d values but this model has one text encoder; it trains at the first, %s.", len(value), value[0])
+        return None
+    if len(value) > len(encoders):
+        logger.warning("--text_encoder_lr has %d values for %d text encoders; the values after the %d-th are ignored.", len(value), len(encoders), len(encoders))
+    lrs = list(value[: len(encoders)])
+    logger.info("text encoder LRs: %s", ", ".join(f"textencoder {i} = {lr}" for i, lr in enumerate(lrs, start=1)))
+    return lrs
 
 
 def first_lr(value) -> Optional[float]:

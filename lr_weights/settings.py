@@ -31,6 +31,7 @@ KNOWN_KEYS = frozenset(
     ("conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout")
     + DYLORA_KEYS
     + LR_WEIGHT_KEYS
+    + ("lbw_weights",)
     + BLOCK_LIST_KEYS
     + ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
 )
@@ -52,6 +53,8 @@ class TrainingOptions:
     loraplus_unet_ratio: Optional[float] = None
     loraplus_text_encoder_ratio: Optional[float] = None
     block_lr_weights: Optional[Tuple[float, ...]] = None
+    # LBW's BASE (lbw_weights=): multiplies the text-encoder LR; 0 means no text-encoder modules.
+    text_encoder_lr_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -215,14 +218,64 @@ def parse_training_options(
     common = parse_ratio("loraplus_lr_ratio", kwargs.get("loraplus_lr_ratio"))
     unet_ratio = parse_ratio("loraplus_unet_lr_ratio", kwargs.get("loraplus_unet_lr_ratio"))
     te_ratio = parse_ratio("loraplus_text_encoder_lr_ratio", kwargs.get("loraplus_text_encoder_lr_ratio"))
+    lbw = lbw_training_weights(arch, kwargs)
     return TrainingOptions(
         dropout=dropout,
         rank_dropout=parse_probability("rank_dropout", kwargs.get("rank_dropout")),
         module_dropout=parse_probability("module_dropout", kwargs.get("module_dropout")),
         loraplus_unet_ratio=unet_ratio or common,
         loraplus_text_encoder_ratio=te_ratio or common,
-        block_lr_weights=trainable_block_lr_weights(arch, kwargs),
+        block_lr_weights=trainable_block_lr_weights(arch, kwargs) if lbw is None else lbw[1],
+        text_encoder_lr_weight=1.0 if lbw is None else lbw[0],
     )
+
+
+def lbw_training_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, Tuple[float, ...]]]:
+    """`lbw_weights=` (an LBW vector or preset) -> (BASE, per-block weights), or None when not given.
+
+    The blocks are expanded as LBW expands them at inference (lr_weights.lbw.parse_lbw): a block the
+    vector does not name gets 0, so what was tested in the WebUI is what trains. The zero threshold
+    applies as for down/mid/up lists.
+    """
+    text = kwargs.get("lbw_weights")
+    if text is None:
+        return None
+    from .lbw import LBW_BLOCK_IDS, lbw_lengths, parse_lbw  # lbw imports nothing from here; kept local for clarity of layering
+
+    mixed = [key for key in LR_WEIGHT_KEYS[:3] if kwargs.get(key) is not None]
+    if mixed:
+        raise NetworkArgError(
+            "lbw_weights", text,
+            f"to be given without {', '.join(mixed)}: lbw_weights sets every block's weight. Use one form "
+            "(lr_weights.lbw.lbw_to_network_args converts an LBW vector to down/mid/up lists)",
+        )
+    parsed = parse_lbw(arch, text)
+    threshold = 0.0 if kwargs.get("block_lr_zero_threshold") is None else parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
+    if parsed.base < 0 or any(w < 0 for w in parsed.blocks):
+        raise NetworkArgError("lbw_weights", text, "weights >= 0 for training (a negative weight would be a negative learning rate)")
+    blocks = tuple(weight if weight > threshold else 0.0 for weight in parsed.blocks)
+    trained = [i for i in range(arch.num_blocks) if i not in arch.moduleless]
+    if all(blocks[i] == 0 for i in trained):
+        raise NetworkArgError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
+
+    values = str(text).split(",")
+    # A preset is a 17-value SD vector, applied by block name on SDXL too (as LBW does).
+    named = LBW_BLOCK_IDS["sd"][17] if len(values) == 1 else LBW_BLOCK_IDS[arch.name][len(values)]
+    unnamed = [arch.block_name(i) for i in trained if blocks[i] == 0 and _lbw_block_name(arch, i) not in named]
+    zero = [arch.block_name(i) for i in trained if blocks[i] == 0 and arch.block_name(i) not in unnamed]
+    logger.info(
+        "lbw_weights=%s: BASE (text encoders) x%g; blocks with weight 0 get no modules%s%s",
+        text, parsed.base,
+        f"; set to 0: {', '.join(zero)}" if zero else "",
+        f"; not named by this {len(named)}-value form, so 0 as in LBW: {', '.join(unnamed)} "
+        f"(they hold only conv layers; the {lbw_lengths(arch)[-1]}-value form names them)" if unnamed else "",
+    )
+    return parsed.base, blocks
+
+
+def _lbw_block_name(arch: Architecture, index: int) -> str:
+    name = arch.block_name(index)
+    return "M00" if arch.is_sdxl and name.startswith("M") else name
 
 
 def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
