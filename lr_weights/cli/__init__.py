@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from ..errors import NetworkArgError
 
-SUBCOMMANDS = ("demo",)
+SUBCOMMANDS = ("show", "plan", "gui", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,164 @@
+"""Helpers shared by the lr-weights subcommands: options, optional dependencies, captured logs, plots."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from ..blocks import SD, SDXL, Architecture
+from ..errors import NetworkArgError
+
+ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl")
+
+
+def architecture(name: str) -> Architecture:
+    """sd, sd1 and sd2 share the block layout; sdxl has its own."""
+    return SDXL if name == "sdxl" else SD
+
+
+def parse_pairs(pairs: Sequence[str], option: str) -> Dict[str, str]:
+    """KEY=VALUE strings (as sd-scripts' --network_args) -> dict; split on the first '='."""
+    result: Dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise NetworkArgError(option, pair, "KEY=VALUE")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = value
+    return result
+
+
+def optional_import(module: str, extra: str, purpose: str) -> Any:
+    """Import an optional dependency, or fail with one line saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f"{purpose} needs {module.split('.')[0]}: pip install 'lr-weights[{extra}]'") from None
+
+
+def read_toml(path: str) -> Dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        tomllib = optional_import("tomli", "test", "reading TOML on Python < 3.11")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError:
+        raise
+    except Exception as error:
+        raise ValueError(f"{path} is not valid TOML ({error})") from None
+
+
+def read_json(path: str) -> Any:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text (JSON) file") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON (line {error.lineno}: {error.msg})") from None
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, level: int):
+        super().__init__(level)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_logs(level: int = logging.WARNING) -> Iterator[List[str]]:
+    """Collect what lr_weights logs at `level` or above, instead of printing it; yields the messages."""
+    logger = logging.getLogger("lr_weights")
+    handler = _ListHandler(level)
+    messages: List[str] = []
+    saved = (logger.propagate, logger.level, list(logger.handlers))
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(min(level, logging.INFO))
+    try:
+        yield messages
+    finally:
+        logger.propagate, _, logger.handlers = saved[0], saved[1], saved[2]
+        logger.setLevel(saved[1])
+        messages.extend(record.getMessage() for record in handler.records if record.levelno >= level)
+
+
+def progress(iterable: Iterable, total: Optional[int], description: str, enabled: bool = True) -> Iterable:
+    """tqdm on stderr when it is installed and stderr is a terminal; the plain iterable otherwise."""
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=description, unit="module", disable=None, leave=False, file=sys.stderr)
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise NetworkArgError("--plot-size", text, "WIDTHxHEIGHT in pixels, e.g. 1000x400") from None
+    if not (100 <= width <= 10000 and 100 <= height <= 10000):
+        raise NetworkArgError("--plot-size", text, "WIDTHxHEIGHT, each between 100 and 10000 pixels")
+    return width, height
+
+
+def save_bar_chart(
+    path: str,
+    labels: Sequence[str],
+    series: Sequence[Tuple[str, Sequence[float]]],
+    title: str,
+    ylabel: str,
+    size: Tuple[int, int],
+    line: bool = False,
+) -> None:
+    """A PNG of exactly `size` pixels: one bar (or line) series per entry, one tick per label."""
+    optional_import("matplotlib", "plot", "--plot")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ..io import atomic_write_bytes
+
+    dpi = 100
+    figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    positions = list(range(len(labels)))
+    width = 0.8 / max(1, len(series))
+    for n, (name, values) in enumerate(series):
+        if line:
+            axes.plot(positions, values, marker="o", label=name)
+        else:
+            axes.bar([p + (n - (len(series) - 1) / 2) * width for p in positions], values, width=width, label=name)
+    axes.set_xticks(positions)
+    axes.set_xticklabels(labels, rotation=90, fontsize=8)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        axes.legend()
+    figure.subplots_adjust(bottom=0.2, top=0.9, left=0.08, right=0.98)
+    buffer = io.BytesIO()
+    # A fixed date-free metadata set keeps the bytes the same from run to run.
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(os.fspath(path), buffer.getvalue())
+
+
+def print_warnings(command: str, messages: Sequence[str]) -> None:
+    for message in messages:
+        print(f"lr-weights {command}: warning: {message}", file=sys.stderr)

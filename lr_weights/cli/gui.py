@@ -1,0 +1,85 @@
+"""`lr-weights gui`: run a Kohya GUI LoRA config (v21.7.x ... v26) with lr_weights.
+
+Reads the JSON the GUI saves, builds network_args the way the GUI does for its LoRA type (Standard,
+Kohya LoCon, Kohya DyLoRA), switches the module to lr_weights.lora / lr_weights.dylora, and checks
+every block field with the module's own parser before anything runs. Writes an sd-scripts TOML for
+--config_file and prints the `accelerate launch` line; or, with --print-args, prints what to paste
+into the GUI's "Additional parameters" box instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..gui_config import additional_parameters_line, check_list_lengths, gui_to_sd_scripts, launch_command
+from ..io import atomic_write_bytes
+from ..settings import parse_network_settings
+from ..toml_writer import dumps
+from ._util import captured_logs, print_warnings, read_json
+
+EXAMPLES = """examples:
+  lr-weights gui my_lora.json -o my_lora.toml            # writes the TOML, prints the accelerate line
+  lr-weights gui my_lora.json                            # prints the TOML
+  lr-weights gui my_lora.json --print-args               # for the GUI's "Additional parameters"
+  lr-weights gui my_lora.json -o run.toml --sd-scripts ~/sd-scripts
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "gui",
+        help="convert a Kohya GUI LoRA config to an sd-scripts TOML + command using lr_weights",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", metavar="CONFIG.json", help="a config saved by the Kohya GUI (LoRA tab)")
+    parser.add_argument("-o", "--output", metavar="OUT.toml", help="write the TOML here (atomically) and print the launch command")
+    parser.add_argument("--print-args", action="store_true", help="print only the line for the GUI's Additional parameters box")
+    parser.add_argument("--sd-scripts", default="", metavar="DIR", help="sd-scripts folder, to put the training script's path in the command")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.toml")
+    parser.set_defaults(run=run)
+
+
+def validate(converted, source: str) -> list:
+    """Run the module's parser on the converted args; returns its warnings, raises on errors."""
+    args = dict(converted.network_args)
+    check_list_lengths(converted.arch, args)
+    with captured_logs() as warnings:
+        settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
+        if converted.network_module.endswith("dylora"):
+            from .. import settings as settings_module
+
+            if hasattr(settings_module, "parse_unit"):
+                settings_module.check_dylora_dims(settings, settings_module.parse_unit(args))
+    return [f"{source}: {w}" for w in warnings]
+
+
+def run(args: argparse.Namespace) -> int:
+    source = args.config
+    converted = gui_to_sd_scripts(read_json(source), source, args.sd_scripts)
+    warnings = validate(converted, source)
+    notes = [] if args.print_args else [f"{source}: {n}" for n in converted.notes]
+    print_warnings("gui", warnings + notes)
+    if args.print_args:
+        print(additional_parameters_line(converted))
+        return 0
+    header = [
+        f"sd-scripts --config_file written by lr-weights gui from {os.path.basename(source)}",
+        f"LoRA_type {converted.lora_type} -> {converted.network_module} ({converted.arch.name.upper()}, {converted.script})",
+    ]
+    if args.output:
+        header.append("run: " + launch_command(converted, args.output))
+        if os.path.exists(args.output) and not args.overwrite:
+            raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+        if os.path.abspath(args.output) == os.path.abspath(source):
+            raise ValueError(f"-o {args.output} is the input config; choose another name")
+        atomic_write_bytes(args.output, dumps(converted.table, header).encode("utf-8"))
+        print(f"wrote {args.output}", file=sys.stderr)
+        print(launch_command(converted, args.output))
+    else:
+        header.append("run: " + launch_command(converted, "THIS_FILE.toml"))
+        sys.stdout.write(dumps(converted.table, header))
+    return 0

@@ -1,0 +1,233 @@
+"""`lr-weights plan`: the whole network a setting builds, before any GPU time is spent.
+
+The network is built by the module itself (lr_weights.lora or lr_weights.dylora) over sd-scripts'
+SD1/SD2/SDXL module trees rebuilt on the meta device: no weights, no download. A checkpoint given
+with --model is only read for its key names, to pick the architecture. Network args come from the
+command line (as sd-scripts takes them), an sd-scripts --config_file TOML or a Kohya GUI JSON;
+later sources override earlier ones (GUI JSON, then TOML, then options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import NetworkArgError
+from ..reference import build_reference_model, model_of_checkpoint, skipped_weight_init
+from ..table import format_block_table
+from ._util import captured_logs, parse_pairs, read_json, read_toml
+
+EXAMPLES = """examples:
+  lr-weights plan --arch sdxl --network_dim 32 --network_alpha 16 --unet_lr 1e-4 \\
+      --network_args "down_lr_weight=sine+.25" "mid_lr_weight=1" "up_lr_weight=cosine+.25"
+  lr-weights plan --config-file lora.toml --arch sd1
+  lr-weights plan --gui-config my_lora.json
+  lr-weights plan --model sd_xl_base_1.0.safetensors --network_args conv_dim=8 block_lr_zero_threshold=0.5 down_lr_weight=linear
+  lr-weights plan --gui-config my_lora.json --json > plan.json
+"""
+
+SD_SCRIPTS_DEFAULT_LR = 2e-6  # train_util's --learning_rate default
+_MODULES = {
+    None: "lr_weights.lora",
+    "lr_weights.lora": "lr_weights.lora",
+    "networks.lora": "lr_weights.lora",
+    "lr_weights.dylora": "lr_weights.dylora",
+    "networks.dylora": "lr_weights.dylora",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl"), help="architecture (default: from --model or the config, else sd1)")
+    parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
+    parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
+    parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
+    parser.add_argument("--network-module", "--network_module", dest="network_module", help="lr_weights.lora (default) or lr_weights.dylora")
+    parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
+    parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
+    parser.add_argument("--network-args", "--network_args", dest="network_args", nargs="*", default=None, metavar="KEY=VALUE")
+    parser.add_argument("--network-dropout", "--network_dropout", dest="network_dropout", default=None)
+    parser.add_argument("--unet-lr", "--unet_lr", dest="unet_lr", type=float)
+    parser.add_argument("--text-encoder-lr", "--text_encoder_lr", dest="text_encoder_lr", type=float)
+    parser.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float)
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.set_defaults(run=run)
+
+
+def _from_toml(path: str) -> Dict[str, Any]:
+    table = read_toml(path)
+    flat: Dict[str, Any] = {}
+    for key, value in table.items():  # sd-scripts flattens sections
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    settings: Dict[str, Any] = {}
+    for key in ("network_module", "network_dim", "network_alpha", "network_dropout", "unet_lr", "text_encoder_lr", "learning_rate"):
+        if flat.get(key) is not None:
+            settings[key] = flat[key]
+    if isinstance(flat.get("text_encoder_lr"), list):
+        settings["text_encoder_lr"] = flat["text_encoder_lr"][0] if flat["text_encoder_lr"] else None
+    if flat.get("network_args") is not None:
+        args = flat["network_args"]
+        if isinstance(args, str):
+            args = args.split()
+        settings["network_args"] = parse_pairs([str(a) for a in args], f"network_args in {path}")
+    if flat.get("v2") is True:
+        settings["arch"] = "sd2"
+    return settings
+
+
+def _from_gui(path: str) -> Dict[str, Any]:
+    from ..gui_config import gui_to_sd_scripts
+
+    converted = gui_to_sd_scripts(read_json(path), path)
+    table = converted.table
+    settings = {key: table[key] for key in ("network_module", "network_dim", "network_alpha", "network_dropout", "unet_lr", "text_encoder_lr", "learning_rate") if key in table}
+    settings["network_args"] = dict(converted.network_args)
+    settings["arch"] = "sdxl" if converted.arch.is_sdxl else ("sd2" if table.get("v2") else "sd1")
+    return settings
+
+
+def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str]]:
+    """(architecture, module, settings, notes) from every source, later ones overriding."""
+    settings: Dict[str, Any] = {"network_args": {}}
+    notes: List[str] = []
+    for path, reader in ((args.gui_config, _from_gui), (args.config_file, _from_toml)):
+        if path:
+            found = reader(path)
+            network_args = found.pop("network_args", None)
+            settings.update(found)
+            if network_args is not None:
+                settings["network_args"] = network_args
+    for key in ("network_module", "network_dim", "network_alpha", "network_dropout", "unet_lr", "text_encoder_lr", "learning_rate"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if args.network_args is not None:
+        settings["network_args"] = parse_pairs(args.network_args, "--network_args")
+
+    arch = args.arch
+    if arch is None and args.model:
+        arch = model_of_checkpoint(args.model)
+        notes.append(f"architecture {arch} read from {args.model}")
+    if arch is None:
+        arch = settings.get("arch")
+    if arch is None:
+        arch = "sd1"
+        notes.append("architecture not given: planning for sd1 (use --arch sd2/sdxl or --model)")
+    elif args.model and args.arch:
+        found = model_of_checkpoint(args.model)
+        if found != arch:
+            raise NetworkArgError("--arch", arch, f"the architecture of {args.model}, which is {found}")
+
+    if settings.get("learning_rate") is None:
+        settings["learning_rate"] = SD_SCRIPTS_DEFAULT_LR
+        notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies where unet_lr/text_encoder_lr are not set")
+    module = settings.get("network_module")
+    if module not in _MODULES:
+        raise NetworkArgError("network_module", module, "lr_weights.lora or lr_weights.dylora (networks.lora / networks.dylora are planned as those)")
+    return arch, _MODULES[module], settings, notes
+
+
+def _safetensors_size(state: Dict[str, Any]) -> int:
+    """Bytes of the fp16 safetensors file without metadata: header (as safetensors writes it) + data."""
+    header: Dict[str, Any] = {}
+    offset = 0
+    for name, tensor in state.items():
+        size = tensor.numel() * 2
+        header[name] = {"dtype": "F16", "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":"))
+    padded = len(text) + (-len(text)) % 8
+    return 8 + padded + offset
+
+
+def build_plan(arch: str, module_name: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    module = importlib.import_module(module_name)
+    text_encoder, unet = build_reference_model(arch)
+    network_args = dict(settings.get("network_args") or {})
+    with captured_logs() as warnings:
+        with skipped_weight_init():
+            network = module.create_network(
+                1.0, settings.get("network_dim"), settings.get("network_alpha"), None, text_encoder, unet,
+                neuron_dropout=settings.get("network_dropout"), **network_args
+            )
+        te_lr, unet_lr, lr = settings.get("text_encoder_lr"), settings.get("unet_lr"), settings.get("learning_rate")
+        groups = network.param_groups(te_lr, unet_lr, lr)
+    rows = network.block_table()
+    state = network.state_dict()
+    return {
+        "arch": arch,
+        "network_module": module_name,
+        "network_dim": settings.get("network_dim"),
+        "network_alpha": settings.get("network_alpha"),
+        "network_args": network_args,
+        "learning_rates": {"text_encoder_lr": te_lr, "unet_lr": unet_lr, "learning_rate": lr},
+        "rows": rows,
+        "groups": [
+            {"description": g.description, "lr": g.lr, "tensors": len(g.params), "params": sum(p.numel() for p in g.params)} for g in groups
+        ],
+        "modules": len(network.all_loras),
+        "params": sum(p.numel() for p in network.parameters()),
+        "file_bytes_fp16": _safetensors_size(state),
+        "warnings": list(warnings),
+    }
+
+
+def _trains_nothing(plan: Dict[str, Any]) -> Optional[str]:
+    if plan["modules"] == 0:
+        return "no adapter modules would be created"
+    if not plan["groups"]:
+        return "no optimizer group has a learning rate above 0 (give --unet_lr, --text_encoder_lr or --learning_rate)"
+    return None
+
+
+def format_plan(plan: Dict[str, Any], notes: List[str]) -> str:
+    lines = [f"lr_weights plan: {plan['arch']} ({plan['network_module']}), sd-scripts module tree on the meta device"]
+    lines.append(f"network_dim={plan['network_dim'] if plan['network_dim'] is not None else '4 (default)'} network_alpha={plan['network_alpha'] if plan['network_alpha'] is not None else '1 (default)'}")
+    if plan["network_args"]:
+        lines.append("network_args: " + " ".join(f"{k}={v}" for k, v in plan["network_args"].items()))
+    lines += [f"note: {n}" for n in notes]
+    lines.append("")
+    rates = plan["learning_rates"]
+    base_unet_lr = rates["unet_lr"] if rates["unet_lr"] is not None else rates["learning_rate"]
+    lines.append(format_block_table(plan["rows"], base_unet_lr))
+    lines.append("")
+    lines.append("optimizer groups:")
+    if not plan["groups"]:
+        lines.append("  (none)")
+    for group in plan["groups"]:
+        lines.append(f"  {group['description']:<22} lr={group['lr']:.6g}  tensors={group['tensors']}  params={group['params']:,}")
+    lines.append("")
+    size = plan["file_bytes_fp16"]
+    lines.append(f"totals: {plan['modules']} modules, {plan['params']:,} trainable params, file at fp16 about {size / 2**20:.1f} MiB ({size:,} bytes before metadata)")
+    pruned = [r.name for r in plan["rows"] if r.status == "pruned"]
+    lines.append("pruned blocks: " + (", ".join(pruned) if pruned else "none"))
+    lines.append("warnings:" + ("" if plan["warnings"] else " none"))
+    lines += [f"  - {w}" for w in plan["warnings"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    arch, module, settings, notes = gather(args)
+    plan = build_plan(arch, module, settings)
+    problem = _trains_nothing(plan)
+    if args.json:
+        document = dict(plan, rows=[r.__dict__ for r in plan["rows"]], notes=notes, trains=problem is None)
+        print(json.dumps(document, indent=1, default=str))
+    else:
+        print(format_plan(plan, notes))
+    if problem is not None:
+        print(f"lr-weights plan: error: this setting trains nothing: {problem}", file=sys.stderr)
+        return 1
+    return 0
+

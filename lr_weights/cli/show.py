@@ -1,0 +1,181 @@
+"""`lr-weights show`: expand block LR weight specs and see which block trains at what LR.
+
+Specs are the values you would pass as network_args: `down=sine+.25 mid=1 up=cosine+.25` (or the
+full names down_lr_weight=..., block_lr_zero_threshold=...), or an LBW vector or preset
+(`lbw=OUTD`, or just `OUTD` / `1,0,0,...`). The expansion and the pruning rule are the module's
+own, so what you see is what training does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from ..blocks import Architecture
+from ..errors import NetworkArgError
+from ..lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
+from ..settings import trainable_block_lr_weights
+from ..weights import resolve_block_lr_weights
+from ._util import ARCH_CHOICES, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
+
+EXAMPLES = """examples:
+  lr-weights show down=sine+.25 mid=1 up=cosine+.25 --unet-lr 1e-4
+  lr-weights show down=linear up=reverse_linear threshold=0.3
+  lr-weights show OUTD --format sd-scripts
+  lr-weights show lbw=1,0,0,0,0,0,0,0,1,1,1,0,0,0,0,0,0 --format json
+  lr-weights show --arch sdxl down=0,0,0,1,1,1,1,1,1 mid=1 up=cosine --format lbw
+  lr-weights show down=sine up=cosine --plot weights.png
+"""
+
+_KEYS = {
+    "down": "down_lr_weight",
+    "down_lr_weight": "down_lr_weight",
+    "mid": "mid_lr_weight",
+    "mid_lr_weight": "mid_lr_weight",
+    "up": "up_lr_weight",
+    "up_lr_weight": "up_lr_weight",
+    "threshold": "block_lr_zero_threshold",
+    "block_lr_zero_threshold": "block_lr_zero_threshold",
+    "lbw": "lbw_weights",
+    "lbw_weights": "lbw_weights",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "show",
+        help="expand down/mid/up or LBW specs into per-block weights and LRs",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="KEY=VALUE (down, mid, up, threshold, lbw, or the network_args names), or an LBW preset/vector")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2) or sdxl (default sd)")
+    parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
+    parser.add_argument("--threshold", default=None, help="block_lr_zero_threshold (a block trains only if its weight > threshold)")
+    parser.add_argument("--format", choices=("table", "lbw", "sd-scripts", "json"), default="table", help="output format (default table)")
+    parser.add_argument("--lbw-length", type=int, default=None, help="with --format lbw: the vector length (SD 17/26, SDXL 12/20; default the full one)")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw the weights per block (needs matplotlib)")
+    parser.add_argument("--plot-size", default="1000x400", metavar="WxH", help="PNG size in pixels (default 1000x400)")
+    parser.set_defaults(run=run)
+
+
+def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
+    given: Dict[str, str] = {}
+    for spec in specs:
+        if "=" in spec:
+            key, value = spec.split("=", 1)
+            if key.strip() not in _KEYS:
+                raise NetworkArgError(spec, value, "KEY=VALUE with KEY one of " + ", ".join(sorted(set(_KEYS))))
+            key = _KEYS[key.strip()]
+        elif spec.strip().upper() in LBW_PRESETS or spec.count(",") + 1 in lbw_lengths(arch):
+            key, value = "lbw_weights", spec
+        else:
+            raise NetworkArgError(
+                "SPEC", spec, f"KEY=VALUE (e.g. down={spec}) or an LBW preset/vector ({', '.join(LBW_PRESETS)}; {' or '.join(map(str, lbw_lengths(arch)))} values)"
+            )
+        if key in given:
+            raise NetworkArgError(key, value, f"one value (it is given twice: {given[key]!r} and {value!r})")
+        given[key] = value
+    if "lbw_weights" in given and any(k in given for k in ("down_lr_weight", "mid_lr_weight", "up_lr_weight")):
+        raise NetworkArgError("lbw_weights", given["lbw_weights"], "either an LBW vector or down/mid/up lists, not both")
+    return given
+
+
+def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[float], Tuple[float, ...]]:
+    """(BASE or None, per-block weights after the threshold) for the parsed specs."""
+    base = None
+    args = dict(given)
+    if "lbw_weights" in args:
+        weights = parse_lbw(arch, args.pop("lbw_weights"))
+        base = weights.base
+        args.update(block_weights_to_network_args(arch, weights.blocks))
+    flat = resolve_block_lr_weights(arch, args.get("down_lr_weight"), args.get("mid_lr_weight"), args.get("up_lr_weight"), args.get("block_lr_zero_threshold"))
+    if flat is None:
+        flat = tuple([1.0] * arch.num_blocks)
+    return base, flat
+
+
+def rows(arch: Architecture, base: Optional[float], flat: Tuple[float, ...], unet_lr: Optional[float]) -> List[dict]:
+    result = []
+    if base is not None:
+        result.append({"block": "BASE", "index": None, "weight": base, "lr": None, "status": "text encoder"})
+    for index, weight in enumerate(flat):
+        if index in arch.moduleless:
+            status = "no modules"
+        elif weight == 0:
+            status = "pruned"
+        else:
+            status = "train"
+        lr = None if unet_lr is None or status == "no modules" else unet_lr * weight
+        result.append({"block": arch.block_name(index), "index": index, "weight": weight, "lr": lr, "status": status})
+    return result
+
+
+def format_table(table: List[dict], unet_lr: Optional[float]) -> str:
+    header = ["block", "idx", "weight"] + (["unet lr"] if unet_lr is not None else []) + ["status"]
+    lines = [header]
+    for row in table:
+        cells = [row["block"], "" if row["index"] is None else str(row["index"]), f"{row['weight']:.4g}"]
+        if unet_lr is not None:
+            cells.append("" if row["lr"] is None else f"{row['lr']:.4g}")
+        cells.append(row["status"])
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) if i in (0, len(header) - 1) else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines]
+    pruned = [r["block"] for r in table if r["status"] == "pruned"]
+    text.append(f"pruned: {', '.join(pruned)}" if pruned else "pruned: none")
+    return "\n".join(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    arch = architecture(args.arch)
+    given = parse_specs(args.specs, arch)
+    if args.threshold is not None:
+        if "block_lr_zero_threshold" in given:
+            raise NetworkArgError("--threshold", args.threshold, "one threshold (threshold= is also given as a SPEC)")
+        given["block_lr_zero_threshold"] = args.threshold
+    size = parse_size(args.plot_size) if args.plot else None
+    with captured_logs() as warnings:
+        base, flat = expand(arch, given)
+    print_warnings("show", warnings)
+
+    # The module's own verdict: refuses negative weights and settings that train nothing.
+    problem = None
+    try:
+        trainable_block_lr_weights(arch, block_weights_to_network_args(arch, flat))
+    except NetworkArgError as error:
+        problem = str(error)
+        if "nothing in the U-Net" in problem and "block_lr_zero_threshold" in given:
+            problem = f"with block_lr_zero_threshold={given['block_lr_zero_threshold']} every U-Net block has weight 0, so nothing in the U-Net would train (a block trains only if its weight > threshold; the threshold is compared with the weight alone, not weight x LR)"
+
+    table = rows(arch, base, flat, args.unet_lr)
+    if args.format == "table":
+        print(f"{arch.name.upper()} block weights" + (f", unet lr {args.unet_lr:g}" if args.unet_lr is not None else ""))
+        print(format_table(table, args.unet_lr))
+    elif args.format == "lbw":
+        print(lbw_vector(arch, flat, 1.0 if base is None else base, args.lbw_length))
+    elif args.format == "sd-scripts":
+        network_args = block_weights_to_network_args(arch, flat)
+        print("--network_args " + " ".join(f'"{k}={v}"' for k, v in network_args.items()))
+    else:
+        document = {
+            "arch": arch.name,
+            "unet_lr": args.unet_lr,
+            "base": base,
+            "blocks": table if base is None else table[1:],
+            "network_args": block_weights_to_network_args(arch, flat),
+            "trains": problem is None,
+        }
+        print(json.dumps(document, indent=1, sort_keys=False))
+    if args.plot:
+        labels = [r["block"] for r in table]
+        save_bar_chart(args.plot, labels, [("weight", [r["weight"] for r in table])], f"{arch.name.upper()} block LR weights", "LR weight", size)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if problem is not None:
+        print(f"lr-weights show: error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
