@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .functional import delta_weight
+from .fused import lora_linear
 
 
 def layer_kind(layer: nn.Module) -> str:
@@ -44,9 +45,14 @@ class LoRAModule(nn.Module):
         dropout: Optional[float] = None,
         rank_dropout: Optional[float] = None,
         module_dropout: Optional[float] = None,
+        *,
+        fa: bool = False,
     ):
         super().__init__()
         self.lora_name = lora_name
+        # LoRA-FA: lora_down stays at its random init and only lora_up trains, so backward needs
+        # the rank-r tensor instead of the full-width input (see docs/perf.md).
+        self.fa = fa
         self.lora_dim = dim
         self.kind = layer_kind(base)
         if self.kind == "linear":
@@ -62,8 +68,15 @@ class LoRAModule(nn.Module):
         self.scale = alpha / dim
         self.register_buffer("alpha", torch.tensor(alpha))
 
-        # Same init as upstream (and microsoft/LoRA): a fresh adapter is an exact no-op.
-        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        # Same init as upstream (and microsoft/LoRA): a fresh adapter is an exact no-op. LoRA-FA
+        # draws down as sd-scripts' networks.lora_fa does (the paper's normal init), so the same
+        # seed gives the same frozen projection as there.
+        if fa:
+            fan_in = base.in_features if self.kind == "linear" else base.in_channels
+            nn.init.normal_(self.lora_down.weight, std=math.sqrt(2.0 / (fan_in + dim)))
+            self.lora_down.weight.requires_grad_(False)
+        else:
+            nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
 
         self.multiplier = multiplier
@@ -96,6 +109,12 @@ class LoRAModule(nn.Module):
             del self.base_layer.forward  # drop the instance attribute; the class forward is back
             self._base_forward = None
 
+    def requires_grad_(self, requires_grad: bool = True) -> "LoRAModule":
+        super().requires_grad_(requires_grad)
+        if self.fa:
+            self.lora_down.weight.requires_grad_(False)
+        return self
+
     def set_alpha(self, alpha: float) -> None:
         alpha = float(self.lora_dim) if alpha == 0 else float(alpha)
         self.alpha.fill_(alpha)
@@ -110,11 +129,14 @@ class LoRAModule(nn.Module):
             if torch.rand(1) < self.module_dropout:
                 return out
 
+        scale = self.multiplier * self.scale
+        if self.kind == "linear" and x.dim() in (2, 3) and not (self.training and (self.dropout is not None or self.rank_dropout is not None)):
+            return lora_linear(out, x, self.lora_down.weight, self.lora_up.weight, scale)
+
         h = self.lora_down(x)
         if self.dropout is not None and self.training:
             h = nn.functional.dropout(h, p=self.dropout)
 
-        scale = self.multiplier * self.scale
         if self.rank_dropout is not None and self.training:
             mask = torch.rand((h.size(0), self.lora_dim), device=h.device) > self.rank_dropout
             if h.dim() == 3:

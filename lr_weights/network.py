@@ -22,7 +22,7 @@ from .functional import delta_weight, max_norm_ratio
 from .host import caller_reads_descriptions
 from .io import load_lora_file, save_lora_file
 from .modules import LoRAModule, max_rank
-from .param_groups import ParamGroup, build_param_groups, first_lr, per_encoder_lrs
+from .param_groups import ParamGroup, build_param_groups, first_lr, merge_param_groups, per_encoder_lrs
 from .settings import NetworkSettings, TrainingOptions
 from .table import BlockRow, ModuleFacts, block_table_json, build_block_table
 from .targets import Target
@@ -127,6 +127,11 @@ class LoRANetwork(nn.Module):
         self.text_encoder_loras: List[LoRAModule] = []
         self.unet_loras: List[LoRAModule] = []
         self._unet_blocks: Dict[str, int] = {}
+        extra = {}
+        if options.fa:
+            if module_factory is not LoRAModule:
+                raise NetworkArgError("fa", "1", "fa=0 here: LoRA-FA freezes lora_down, which this network type trains row by row")
+            extra["fa"] = True
         for plan in plans:
             # module_factory: LoRAModule, or a subclass with the same constructor (DyLoRA).
             module = module_factory(
@@ -138,6 +143,7 @@ class LoRANetwork(nn.Module):
                 dropout=options.dropout,
                 rank_dropout=options.rank_dropout,
                 module_dropout=options.module_dropout,
+                **extra,
             )
             if module.lora_name in self._modules:
                 raise ValueError(f"duplicated LoRA name {module.lora_name}")
@@ -239,7 +245,7 @@ class LoRANetwork(nn.Module):
 
     def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
         self.requires_grad_(True)
-        return build_param_groups(
+        groups = build_param_groups(
             self.text_encoder_loras,
             self.unet_loras,
             [self._unet_blocks[m.lora_name] for m in self.unet_loras],
@@ -252,6 +258,7 @@ class LoRANetwork(nn.Module):
             text_encoder_lr_weight=self.options.text_encoder_lr_weight,
             text_encoder_lrs=text_encoder_lrs,
         )
+        return merge_param_groups(groups) if self.options.merge_lr_groups else groups
 
     def prepare_grad_etc(self, text_encoder=None, unet=None) -> None:
         self.requires_grad_(True)
@@ -260,7 +267,14 @@ class LoRANetwork(nn.Module):
         self.train()
 
     def get_trainable_params(self):
-        return self.parameters()
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def requires_grad_(self, requires_grad: bool = True) -> "LoRANetwork":
+        """As nn.Module's, except that LoRA-FA's lora_down stays frozen (hosts call this with True)."""
+        super().requires_grad_(requires_grad)
+        for module in self.all_loras:
+            module.requires_grad_(requires_grad)
+        return self
 
     def set_multiplier(self, multiplier: float) -> None:
         self.multiplier = multiplier
@@ -295,9 +309,12 @@ class LoRANetwork(nn.Module):
                 ratio = max_norm_ratio(norm, max_norm_value).cpu()
                 if ratio != 1:
                     keys_scaled += 1
-                    root = ratio.sqrt().item()
-                    up.mul_(root)
-                    down.mul_(root)
+                    if module.fa:  # lora_down is frozen: all of the scaling goes to lora_up
+                        up.mul_(ratio.item())
+                    else:
+                        root = ratio.sqrt().item()
+                        up.mul_(root)
+                        down.mul_(root)
                 norms.append((norm * ratio.to(norm.device)).item())
         if not norms:
             return 0, 0.0, 0.0

@@ -39,6 +39,8 @@ def _split_group(description: str, modules: Sequence[nn.Module], lr: Optional[fl
     plus: List[nn.Parameter] = []
     for module in modules:
         for name, param in module.named_parameters():
+            if not param.requires_grad:  # LoRA-FA's frozen lora_down: no optimizer state for it
+                continue
             (plus if plus_ratio is not None and name.startswith("lora_up") else base).append(param)
     groups = []
     if base:
@@ -95,6 +97,45 @@ def build_param_groups(
         weight = block_lr_weights[block] if 0 <= block < len(block_lr_weights) else 1.0
         groups += _split_group(f"unet_block{block}", modules, base_lr * weight, loraplus_unet_ratio)
     return groups
+
+
+def merge_param_groups(groups: Sequence[ParamGroup]) -> List[ParamGroup]:
+    """One group per distinct U-Net LR (LoRA+ twins apart), at the place of its first member.
+
+    An optimizer pays host time per group (docs/perf.md); blocks that share an LR need not pay it
+    twice. The update of each parameter is unchanged. Text-encoder groups are left as they are,
+    since hosts log and schedule them apart. Descriptions are joined: `unet_block1,2,4 plus`.
+    """
+    merged: List[ParamGroup] = []
+    members: Dict[Tuple[float, bool], int] = {}
+    names: Dict[int, List[str]] = {}
+    for group in groups:
+        plus = group.description.endswith(" plus")
+        if not group.description.startswith("unet"):
+            merged.append(group)
+            continue
+        key = (group.lr, plus)
+        if key not in members:
+            members[key] = len(merged)
+            names[len(merged)] = [group.description]
+            merged.append(group)
+            continue
+        index = members[key]
+        names[index].append(group.description)
+        first = merged[index]
+        merged[index] = ParamGroup(first.description, first.lr, first.params + group.params)
+    for index, descriptions in names.items():
+        if len(descriptions) > 1:
+            merged[index] = ParamGroup(_joined(descriptions), merged[index].lr, merged[index].params)
+    return merged
+
+
+def _joined(descriptions: Sequence[str]) -> str:
+    suffix = " plus" if descriptions[0].endswith(" plus") else ""
+    stems = [d[: len(d) - len(suffix)] for d in descriptions]
+    if all(stem.startswith("unet_block") for stem in stems):
+        return "unet_block" + ",".join(stem[len("unet_block") :] for stem in stems) + suffix
+    return ",".join(stems) + suffix
 
 
 def per_encoder_lrs(value, text_encoder_names: Sequence[str]) -> Optional[List[Optional[float]]]:

@@ -25,6 +25,8 @@ LR_WEIGHT_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_z
 BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 # Kohya GUI v21.7.x wrote these names; sd-scripts never read them (CONTRACT §7.5).
 GUI_ALIASES = {"conv_dims": "conv_block_dims", "conv_alphas": "conv_block_alphas"}
+# Opt-in performance switches (docs/perf.md): LoRA-FA, and one optimizer group per distinct LR.
+PERF_KEYS = ("fa", "merge_lr_groups")
 # Read only by lr_weights.dylora; lr_weights.lora says so when it gets one.
 DYLORA_KEYS = ("unit",)
 KNOWN_KEYS = frozenset(
@@ -34,6 +36,7 @@ KNOWN_KEYS = frozenset(
     + ("lbw_weights",)
     + BLOCK_LIST_KEYS
     + ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+    + PERF_KEYS
 )
 
 
@@ -55,6 +58,8 @@ class TrainingOptions:
     block_lr_weights: Optional[Tuple[float, ...]] = None
     # LBW's BASE (lbw_weights=): multiplies the text-encoder LR; 0 means no text-encoder modules.
     text_encoder_lr_weight: float = 1.0
+    fa: bool = False  # LoRA-FA: lora_down frozen at init, only lora_up trains
+    merge_lr_groups: bool = False  # one optimizer group per distinct LR instead of per block
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,17 @@ def parse_probability(key: str, value: Any) -> Optional[float]:
     if not 0.0 <= p < 1.0:
         raise NetworkArgError(key, value, "a probability 0 <= p < 1")
     return p
+
+
+def parse_flag(key: str, value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", "", "none"):
+        return False
+    raise NetworkArgError(key, value, "1 or 0 (also true/false, yes/no, on/off)")
 
 
 def parse_ratio(key: str, value: Any) -> Optional[float]:
@@ -227,6 +243,8 @@ def parse_training_options(
         loraplus_text_encoder_ratio=te_ratio or common,
         block_lr_weights=trainable_block_lr_weights(arch, kwargs) if lbw is None else lbw[1],
         text_encoder_lr_weight=1.0 if lbw is None else lbw[0],
+        fa=parse_flag("fa", kwargs.get("fa")),
+        merge_lr_groups=parse_flag("merge_lr_groups", kwargs.get("merge_lr_groups")),
     )
 
 
