@@ -260,6 +260,34 @@ class LoRANetwork(nn.Module):
         )
         return merge_param_groups(groups) if self.options.merge_lr_groups else groups
 
+    def prepare_network(self, args) -> None:
+        """sd-scripts calls this with its parsed arguments before it builds the optimizer: say once,
+        before any GPU time is spent, when that optimizer cannot honour this network's per-group LRs."""
+        if getattr(self, "_optimizer_checked", False):
+            return
+        self._optimizer_checked = True
+        from .optimizer_check import optimizer_warnings
+
+        for message in optimizer_warnings(args, self.group_lr_features(args)):
+            logger.warning(message)
+
+    def group_lr_features(self, args=None) -> List[str]:
+        """What in this network needs optimizer groups with different LRs (for optimizer_check)."""
+        features = []
+        weights = self.options.block_lr_weights
+        if weights is not None and {weights[self.block_of(m)] for m in self.unet_loras if self.block_of(m) >= 0} - {0.0, 1.0}:
+            features.append("block LR weights")
+        if self.options.loraplus_unet_ratio not in (None, 1.0) or (self.text_encoder_loras and self.options.loraplus_text_encoder_ratio not in (None, 1.0)):
+            features.append("LoRA+ ratio")
+        if self.text_encoder_loras and self.unet_loras:
+            unet_lr = getattr(args, "unet_lr", None) or getattr(args, "learning_rate", None)
+            te_lrs = getattr(args, "text_encoder_lr", None)
+            te_lrs = list(te_lrs) if isinstance(te_lrs, (list, tuple)) else [te_lrs]
+            te_lrs = [unet_lr if lr is None else lr for lr in te_lrs]
+            if any(lr not in (0, unet_lr) for lr in te_lrs) or self.options.text_encoder_lr_weight not in (0.0, 1.0):
+                features.append("text encoder LR different from the U-Net's")
+        return features
+
     def prepare_grad_etc(self, text_encoder=None, unet=None) -> None:
         self.requires_grad_(True)
 
