@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from ..errors import NetworkArgError
 
-SUBCOMMANDS = ("show", "plan", "gui", "demo")
+SUBCOMMANDS = ("show", "plan", "gui", "inspect", "bake", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
