@@ -106,8 +106,8 @@ def _rms(values: List[float]) -> float:
 def delta_norm(down: torch.Tensor, up: torch.Tensor, scale: float) -> float:
     """‖up @ down‖_F x scale without forming ΔW: sqrt(sum((UᵀU) ∘ (D Dᵀ))), both rank x rank."""
     rank = down.shape[0]
-    d = down.reshape(rank, -1).double()
-    u = up.reshape(up.shape[0], -1).double()
+    d = down.reshape(rank, -1).float()
+    u = up.reshape(up.shape[0], -1).float()
     if u.shape[1] != rank:
         raise ValueError(f"lora_up has {u.shape[1]} input rows but lora_down has rank {rank}")
     squared = float(((u.T @ u) * (d @ d.T)).sum())

@@ -105,6 +105,14 @@ def progress(iterable: Iterable, total: Optional[int], description: str, enabled
     return tqdm(iterable, total=total, desc=description, unit="module", disable=None, leave=False, file=sys.stderr)
 
 
+def single_thread() -> None:
+    """Per-module work here is small matrix products: one thread is fastest, and on a busy machine
+    OpenMP threads spinning against each other make them tens of times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def parse_size(text: str) -> Tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))

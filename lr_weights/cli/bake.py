@@ -12,7 +12,7 @@ import argparse
 import os
 
 from ..errors import NetworkArgError
-from ._util import captured_logs, print_warnings, progress
+from ._util import single_thread, captured_logs, print_warnings, progress
 
 EXAMPLES = """examples:
   lr-weights bake my_lora.safetensors --lbw OUTD -o my_lora_outd.safetensors
@@ -42,6 +42,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..lora_file import bake
+
+    single_thread()
 
     output = args.output
     if args.in_place:

@@ -15,7 +15,7 @@ import json
 import sys
 
 from ..table import BlockRow, format_block_table
-from ._util import parse_size, progress, save_bar_chart
+from ._util import single_thread, parse_size, progress, save_bar_chart
 
 EXAMPLES = """examples:
   lr-weights inspect my_lora.safetensors
@@ -94,6 +94,8 @@ def format_summary(summary, rows) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..lora_file import read_summary
+
+    single_thread()
 
     size = parse_size(args.plot_size) if args.plot else None
     summary = read_summary(args.file, None if args.no_progress else progress, args.arch)
