@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from .errors import NetworkArgError
 from .functional import delta_weight, max_norm_ratio
 from .host import caller_reads_descriptions
 from .io import load_lora_file, save_lora_file
+from .loading import describe, dims_and_alphas, rename_diffusers_unet_keys, shape_mismatches, uses_ldm_unet_names
 from .modules import LoRAModule, max_rank
 from .param_groups import ParamGroup, build_param_groups, first_lr, merge_param_groups, per_encoder_lrs
 from .settings import NetworkSettings, TrainingOptions
@@ -86,25 +87,30 @@ def plan_from_weights(
 ) -> Tuple[List[ModulePlan], List[str]]:
     """Adapters for the modules a file holds: dim = rows of lora_down, alpha from the file (absent -> dim).
 
-    Returns the plans and the file's module names that match no layer of the model.
+    Returns the plans and the file's module names that match no layer of the model. Diffusers-named
+    U-Net keys are renamed in place for an LDM-named (SDXL) U-Net, as upstream does. A file whose
+    tensors do not fit the model, or of which nothing fits, is a ValueError naming keys and shapes.
     """
-    dims: Dict[str, int] = {}
-    alphas: Dict[str, float] = {}
-    for key, value in weights.items():
-        if "." not in key:
-            continue
-        name = key.split(".", 1)[0]
-        if key.endswith(".alpha"):
-            alphas[name] = float(value.float().item()) if isinstance(value, torch.Tensor) else float(value)
-        elif ".lora_down." in key:
-            dims[name] = int(value.shape[0])
+    if isinstance(weights, MutableMapping) and uses_ldm_unet_names(t.lora_name for t in unet_targets):
+        rename_diffusers_unet_keys(weights)
+    dims, alphas = dims_and_alphas(weights)
     plans = []
     for target in list(text_encoder_targets) + list(unet_targets):
         if target.lora_name in dims:
             dim = dims[target.lora_name]
             plans.append(ModulePlan(target, dim, alphas.get(target.lora_name, float(dim))))
     known = {p.target.lora_name for p in plans}
-    return plans, sorted(set(dims) - known)
+    unmatched = sorted(set(dims) - known)
+    if unmatched and not plans:
+        raise ValueError(
+            f"none of the {len(unmatched)} LoRA modules in the file matches a layer of this model (a LoRA for another "
+            f"architecture?), e.g. {', '.join(unmatched[:3])}; this model's layers are named like "
+            f"{', '.join(t.lora_name for t in list(unet_targets)[:1] + list(text_encoder_targets)[:1])}"
+        )
+    problems = shape_mismatches(plans, weights)
+    if problems:
+        raise ValueError(f"the file does not fit this model (a LoRA for another architecture?): {len(problems)} tensors differ: {describe(problems)}")
+    return plans, unmatched
 
 
 class LoRANetwork(nn.Module):
@@ -185,7 +191,14 @@ class LoRANetwork(nn.Module):
         shapes that disagree; alphas from the file set the scale (CONTRACT §7.8).
         """
         weights = load_lora_file(file)
+        if self.arch.is_sdxl:
+            rename_diffusers_unet_keys(weights)
         own = self.state_dict()
+        if weights and own and not any(key in own for key in weights):
+            raise ValueError(
+                f"{file}: none of its {len(weights)} tensors belongs to this network (a LoRA for another architecture?), "
+                f"e.g. {sorted(weights)[0]}; this network's tensors are named like {next(iter(own))}"
+            )
         mismatched = [
             f"{key}: file {tuple(value.shape)} vs network {tuple(own[key].shape)}"
             for key, value in weights.items()
