@@ -26,7 +26,7 @@ import logging
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 from .blocks import SD, SDXL, Architecture
 from .errors import NetworkArgError

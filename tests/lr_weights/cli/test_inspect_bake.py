@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 from lr_weights import lora
 from lr_weights.functional import delta_weight
 from lr_weights.io import load_lora_file, read_metadata
-from lr_weights.lbw import LBW_PRESETS
 from lr_weights.tiny import build_tiny_sd
 
 from .conftest import png_size
