@@ -137,6 +137,8 @@ def _number(key: str, value: Any, source: str, kind=float):
         number = float(str(value).strip())
     except ValueError:
         raise NetworkArgError(key, value, f"a number (in {source})") from None
+    if number != number or number in (float("inf"), float("-inf")):  # int() of these is an OverflowError
+        raise NetworkArgError(key, value, f"a finite number (in {source})")
     return int(number) if kind is int else number
 
 

@@ -131,12 +131,17 @@ def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: in
     """
     if value is None:
         return None
-    if isinstance(value, str):
-        values = parse_down_up_spec(key, value, n) if presets else parse_float_list(key, value)
-    elif isinstance(value, (int, float)):
-        values = [parse_float(key, str(value))]
+    if isinstance(value, (list, tuple)):
+        values = []
+        for position, entry in enumerate(value, start=1):
+            try:
+                values.append(parse_float(key, str(entry).strip()))
+            except NetworkArgError as error:
+                raise NetworkArgError(key, value, f"finite numbers (entry {position} is {entry!r}: {error.expected})") from None
     else:
-        values = [parse_float(key, str(v)) for v in value]
+        # A number means what its text means: for down/up, one weight for every block.
+        text = str(value)
+        values = parse_down_up_spec(key, text, n) if presets else parse_float_list(key, text)
     return fit_length(key, values, n)
 
 

@@ -10,6 +10,16 @@ import torch
 
 torch.set_num_threads(1)
 
+try:  # property-based tests (tests/lr_weights/test_fuzz_*.py): few examples in CI, many on demand
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    # LRW_HYPOTHESIS_PROFILE=campaign: the long fuzzing campaign (tens of thousands of examples).
+    settings.register_profile("campaign", max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+    settings.load_profile(os.environ.get("LRW_HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is a test extra; the fuzz tests skip without it
+    pass
+
 FIXTURES = Path(__file__).parent / "fixtures"
 UPSTREAM = FIXTURES / "upstream"
 
