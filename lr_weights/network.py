@@ -417,4 +417,19 @@ class LoRANetwork(nn.Module):
         ]
 
     def block_table(self) -> List[BlockRow]:
-        return build_block_table(self.arch, self.module_facts(), self.options.block_lr_weights)
+        return build_block_table(self.arch, self.module_facts(), self.options.block_lr_weights, self._zero_dim_blocks())
+
+    def _zero_dim_blocks(self) -> List[int]:
+        """Blocks that keep an LR weight > 0 but were given dim 0 (block_dims / conv_block_dims)."""
+        settings = self.settings
+        if settings is None or not settings.block_mode:
+            return []
+        weights = self.options.block_lr_weights
+        return [
+            i
+            for i in range(self.arch.num_blocks)
+            if i not in self.arch.moduleless
+            and (weights is None or weights[i] > 0)
+            and settings.block_dims[i] == 0
+            and (settings.conv_block_dims is None or settings.conv_block_dims[i] == 0)
+        ]

@@ -43,13 +43,17 @@ def _dims(facts: Sequence[ModuleFacts]) -> str:
 
 
 def build_block_table(
-    arch: Architecture, modules: Sequence[ModuleFacts], block_lr_weights: Optional[Sequence[float]]
+    arch: Architecture, modules: Sequence[ModuleFacts], block_lr_weights: Optional[Sequence[float]], zero_dim_blocks: Sequence[int] = ()
 ) -> List[BlockRow]:
+    """`zero_dim_blocks`: blocks whose LR weight is > 0 but whose dims are all 0, so nothing in them trains."""
+
     def row(block: int, name: str, facts: List[ModuleFacts], weight: float) -> BlockRow:
         linear = [f for f in facts if f.kind != "conv"]
         conv = [f for f in facts if f.kind == "conv"]
         if weight == 0:
             status = "pruned"
+        elif block in zero_dim_blocks:
+            status = "dim 0: not trained"
         elif not facts:
             status = "no modules"
         else:

@@ -263,3 +263,16 @@ def test_same_seed_gives_upstreams_tensors_at_init_and_after_an_sgd_step():
     assert up_init.keys() == our_init.keys()
     assert all(torch.equal(up_init[k], our_init[k]) for k in up_init)
     assert max((up_after[k] - our_after[k]).abs().max().item() for k in up_after) < 1e-6
+
+
+def test_table_reports_weight_without_dim_and_dim_without_weight():
+    te, unet = build_tiny_sd(0)
+    network = dylora.create_network(
+        1.0, 4, 1, None, te, unet, unit="2",
+        block_dims=",".join(["4"] * 4 + ["0"] + ["4"] * 20),  # IN04: weight 1 but dim 0
+        down_lr_weight="1,1,1,1,1,1,1,1,0,1,1,1",  # IN08: dim 4 but weight 0
+    )
+    status = {row.name: row.status for row in network.block_table()}
+    assert status["IN04"] == "dim 0: not trained"
+    assert status["IN08"] == "pruned"
+    assert status["IN03"] == "no modules"  # a downsampler: no attention layers to adapt
