@@ -21,7 +21,7 @@ from lr_weights.io import load_lora_file, read_metadata
 from lr_weights.tiny import build_tiny_sd
 
 WORLD = 2
-STEPS = 3
+STEPS = 2
 ARGS = {
     "conv_dim": "2",
     "conv_alpha": "1",
