@@ -38,6 +38,8 @@ def create_network(
     ensure_visible()
     arch = detect_architecture(unet)
     settings = parse_network_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
+    if kwargs.get("unit") is not None:
+        logger.warning("unit=%s is a DyLoRA setting and lr_weights.lora ignores it; use --network_module lr_weights.dylora.", kwargs["unit"])
     encoders = as_text_encoder_list(text_encoder)
     plans = plan_from_settings(settings, text_encoder_targets(encoders), unet_targets(unet, arch, settings.trains_conv))
     network = LoRANetwork(arch, plans, settings.options, multiplier=multiplier, settings=settings)

@@ -276,3 +276,9 @@ def test_table_reports_weight_without_dim_and_dim_without_weight():
     assert status["IN04"] == "dim 0: not trained"
     assert status["IN08"] == "pruned"
     assert status["IN03"] == "no modules"  # a downsampler: no attention layers to adapt
+
+
+def test_unit_given_to_plain_lora_is_named_as_ignored(caplog):
+    te, unet = build_tiny_sd(0)
+    lora.create_network(1.0, 4, 1, None, te, unet, unit="4")
+    assert "unit=4 is a DyLoRA setting" in caplog.text
