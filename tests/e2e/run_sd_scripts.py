@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import runpy
@@ -46,6 +47,12 @@ def main() -> None:
             if isinstance(getattr(mod, name), tuple) and isinstance(value, list):
                 value = tuple(value)
             setattr(mod, name, value)
+
+    # Record which file the network module resolves to (the harness checks it).
+    if "--network_module" in script_args:
+        name = script_args[script_args.index("--network_module") + 1]
+        spec = importlib.util.find_spec(name)
+        print(f"LRW_E2E_NETWORK_MODULE {name} -> {spec.origin if spec else None}", flush=True)
 
     sys.argv = [script, *script_args]
     runpy.run_path(script, run_name="__main__")

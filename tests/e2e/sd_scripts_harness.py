@@ -339,8 +339,10 @@ def _env(sd_dir: Path) -> dict:
         CUDA_VISIBLE_DEVICES="",
         PYTHONHASHSEED="0",
         COLUMNS="200",  # wider rich log lines
-        # keep each run's CPU math identical
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
+        # One thread per trainer: same math in every run, and on a busy 2-core machine
+        # two OpenMP threads per process made SDXL steps ~7x slower (spin-waiting).
+        OMP_NUM_THREADS=env.get("LRW_E2E_THREADS", "1"),
+        MKL_NUM_THREADS=env.get("LRW_E2E_THREADS", "1"),
     )
     return env
 
@@ -427,6 +429,10 @@ class Workspace:
         t0 = time.time()
         _run(cmd, self.sd_dir, log=out_dir / "train.log")
         (out_dir / "elapsed_s.txt").write_text(f"{time.time() - t0:.1f}\n")
+        log_text = (out_dir / "train.log").read_text()
+        origin = next((l.split(" -> ", 1)[1] for l in log_text.splitlines() if l.startswith("LRW_E2E_NETWORK_MODULE")), None)
+        if network_module.startswith("networks.") and not (origin and Path(origin).resolve().is_relative_to(self.sd_dir)):
+            raise RuntimeError(f"{network_module} resolved to {origin}, not inside {self.sd_dir}")
         path = out_dir / f"{out_name}.safetensors"
         if not path.exists():
             raise RuntimeError(f"trainer finished but {path} is missing; see {out_dir / 'train.log'}")

@@ -9,6 +9,7 @@ Optional environment:
   LRW_E2E_WORKDIR    reuse this folder for models/outputs (default: pytest tmp)
   LRW_E2E_CANDIDATE  network module under test (default: lr_weights.lora)
   LRW_E2E_TOL        max abs diff allowed (default: 1e-5)
+  LRW_E2E_THREADS    OMP/MKL threads per trainer process (default: 1)
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ CASES = {
         "sdxl",
         ["down_lr_weight=1,1,1,1,0,0,1,1,1", "mid_lr_weight=1,0,1", "up_lr_weight=zeros+0.5"],
     ),
+    # (d') SDXL LoCon + block LR, with --network_dropout 0: a dropout that is set (even to 0)
+    # takes the plain autograd path in both implementations instead of any fused kernel.
+    "sdxl_locon_block_lr_dropout0": (
+        "sdxl",
+        ["conv_dim=4", "conv_alpha=1", "down_lr_weight=sine", "mid_lr_weight=1,0.5,1", "up_lr_weight=cosine+.25"],
+        ["--network_dropout", "0"],
+    ),
 }
 
 
@@ -90,7 +98,8 @@ def test_upstream_is_deterministic(workspace):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_upstream(workspace, case):
-    arch, network_args = CASES[case]
-    ref = workspace.train(arch, UPSTREAM, network_args, out_name=f"{case}__upstream")
-    got = workspace.train(arch, CANDIDATE, network_args, out_name=f"{case}__candidate")
+    arch, network_args, *extra = CASES[case]
+    extra_args = extra[0] if extra else ()
+    ref = workspace.train(arch, UPSTREAM, network_args, out_name=f"{case}__upstream", extra_args=extra_args)
+    got = workspace.train(arch, CANDIDATE, network_args, out_name=f"{case}__candidate", extra_args=extra_args)
     _assert_same(workspace, ref, got, f"{case}: {UPSTREAM} vs {CANDIDATE}")
