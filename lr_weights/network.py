@@ -205,9 +205,8 @@ class LoRANetwork(nn.Module):
             if key in own and tuple(value.shape) != tuple(own[key].shape)
         ]
         if mismatched:
-            shown = "; ".join(mismatched[:5]) + (f"; and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
             raise ValueError(
-                f"{file} does not fit this network ({len(mismatched)} tensors differ in shape: {shown}). "
+                f"{file} does not fit this network ({len(mismatched)} tensors differ in shape: {describe(mismatched)}). "
                 "Use --dim_from_weights to take dims from the file, or the network_dim/block_dims it was trained with."
             )
         info = self.load_state_dict(weights, strict=False)
