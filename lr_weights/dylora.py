@@ -16,6 +16,8 @@ import functools
 import logging
 from typing import Any, Optional, Tuple
 
+import torch
+
 from .blocks import detect_architecture
 from .dylora_modules import DyLoRAModule
 from .errors import NetworkArgError
@@ -38,6 +40,33 @@ class DyLoRANetwork(LoRANetwork):
     def __init__(self, arch, plans, options, multiplier: float = 1.0, settings=None, unit: int = 1):
         super().__init__(arch, plans, options, multiplier=multiplier, settings=settings, module_factory=functools.partial(DyLoRAModule, unit=unit))
         self.unit = unit
+
+    # Everything that reads or rescales the weights settles them first: rows that got no gradient
+    # since the last step are put back where that step found them (DyLoRAModule.settle). The
+    # optimizer step hook normally did that already; this covers optimizers it does not see.
+
+    def settle(self) -> None:
+        for module in self.all_loras:
+            module.settle()
+
+    def state_dict(self, *args, **kwargs):  # save_weights, accelerate's save_state
+        self.settle()
+        return super().state_dict(*args, **kwargs)
+
+    def train(self, mode: bool = True):
+        if not mode:
+            self.settle()
+        return super().train(mode)
+
+    def apply_max_norm_regularization(self, max_norm_value: float, device) -> Tuple[int, float, float]:
+        self.settle()
+        result = super().apply_max_norm_regularization(max_norm_value, device)
+        # Rescaling is a legitimate change to every row: the rescaled weights are the new snapshot.
+        with torch.no_grad():
+            for module in self.all_loras:
+                if module._snapshot is not None:
+                    module._take_snapshot(keep_trained=True)
+        return result
 
 
 def create_network(

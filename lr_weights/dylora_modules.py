@@ -12,6 +12,28 @@ Upstream keeps every rank row as its own parameter (2 x dim tensors per module),
 forward re-assembles each factor from three slices, detaching the two that are frozen this step,
 so autograd hands the optimizer a gradient that is zero outside the trained slice.
 
+A zero gradient is not upstream's "no gradient": momentum and weight decay would still move the
+frozen rows (SGD without either would not). So each module keeps a snapshot of both factors and
+the set of rank rows that took part in a forward with autograd on since that snapshot — over
+gradient accumulation, the union of the slices drawn, i.e. exactly the rows that upstream hands
+the optimizer. After an optimizer step every other row is put back to its snapshot and a new
+snapshot is taken (`settle`), so frozen rows stay bit-identical for any optimizer. A step is seen
+(no GPU sync on the training path) by a global `torch.optim` step post-hook for every optimizer
+that holds the module's weights (any torch.optim.Optimizer subclass: AdamW, Lion, bitsandbytes'
+8-bit ones, Prodigy ...); failing that, by the weights' autograd version counter at the next
+forward; and `settle()` itself (run before the network's state_dict/save, max-norm, eval) also
+compares values, for optimizers that write through raw pointers outside torch.optim. Loading a
+state dict drops the snapshot, since loading is a legitimate change. Cost: one extra copy of the
+adapter weights (the snapshot) and one in-place copy of the frozen rows per module per step.
+
+What still differs from upstream with stateful optimizers: the optimizer's state is per tensor,
+not per row. Frozen rows' moment estimates decay while they are frozen (upstream's stay as they
+were), and Adam's bias correction uses the tensor's step count, which counts every step, where
+upstream counts only the steps that trained that row. A row trained at every step so far (and any
+row at the first step) gets exactly upstream's update; a row trained again after a pause, or for
+the first time at a later step, gets a differently bias-corrected one. Upstream also draws a slice
+(and rescales) in eval mode; here eval computes what the saved file computes, see below.
+
 In eval mode (validation, inference) nothing is drawn and nothing is rescaled: the module computes
 what the saved file computes anywhere a LoRA loads.
 """
@@ -20,7 +42,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Optional, Tuple
+import weakref
+from typing import List, Optional, Set, Tuple
 
 import torch
 from torch import nn
@@ -34,6 +57,40 @@ def draw_slice(dim: int, unit: int, rng: random.Random = None) -> Tuple[int, int
     start = (rng or random).randint(0, dim - 1)
     start -= start % unit
     return start, start + unit
+
+
+_LIVE: "weakref.WeakSet[DyLoRAModule]" = weakref.WeakSet()  # modules holding a snapshot
+_STEP_HOOK = None
+
+
+def _after_optimizer_step(optimizer, args, kwargs) -> None:
+    """Global torch.optim post-step hook: settle the DyLoRA modules this optimizer trains."""
+    if not _LIVE:
+        return
+    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for module in list(_LIVE):
+        if id(module.lora_down.weight) in ids or id(module.lora_up.weight) in ids:
+            module.settle(stepped=True)
+
+
+def _ensure_step_hook() -> None:
+    global _STEP_HOOK
+    if _STEP_HOOK is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _STEP_HOOK = register_optimizer_step_post_hook(_after_optimizer_step)
+
+
+def _ranges_outside(starts: Set[int], unit: int, dim: int) -> List[Tuple[int, int]]:
+    """The (start, end) index ranges of 0..dim not covered by the slices [s, s+unit) for s in starts."""
+    ranges, begin = [], 0
+    for start in sorted(starts):
+        if start > begin:
+            ranges.append((begin, start))
+        begin = max(begin, start + unit)
+    if begin < dim:
+        ranges.append((begin, dim))
+    return ranges
 
 
 def slice_trainable(weight: torch.Tensor, start: int, end: int, dim: int) -> torch.Tensor:
@@ -73,8 +130,73 @@ class DyLoRAModule(LoRAModule):
             nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
             nn.init.zeros_(self.lora_up.weight)
         self.unit = unit
+        self._snapshot: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._trained: Set[int] = set()  # starts of the slices trained since the snapshot
+        self._versions: Tuple[int, int] = (-1, -1)
+
+    # ---- keeping frozen rows frozen (see the module docstring) -------------------------------
+
+    @torch.no_grad()
+    def settle(self, stepped: Optional[bool] = None) -> None:
+        """Put back the rows that got no gradient since the snapshot, if the weights have moved.
+
+        `stepped`: True when the caller knows an optimizer step happened (the step hook), False to
+        only take a first snapshot; None finds out from the version counters and, failing that, by
+        comparing values (a device sync: for explicit calls, not the per-forward path).
+        """
+        down, up = self.lora_down.weight, self.lora_up.weight
+        snap = self._snapshot
+        if snap is None:
+            if stepped is False:  # the first training forward; before it there is nothing to settle
+                self._take_snapshot()
+            return
+        if snap[0].device != down.device or snap[0].dtype != down.dtype or snap[1].dtype != up.dtype:
+            self._take_snapshot()  # moved or cast by .to(): a fresh start
+            return
+        if stepped is None:
+            stepped = self._versions != (down._version, up._version) or not (torch.equal(down, snap[0]) and torch.equal(up, snap[1]))
+        if not stepped:
+            return
+        for begin, end in _ranges_outside(self._trained, self.unit, self.lora_dim):
+            down.narrow(0, begin, end - begin).copy_(snap[0].narrow(0, begin, end - begin))
+            up.narrow(1, begin, end - begin).copy_(snap[1].narrow(1, begin, end - begin))
+        self._take_snapshot()
+
+    def _take_snapshot(self, keep_trained: bool = False) -> None:
+        down, up = self.lora_down.weight.detach(), self.lora_up.weight.detach()
+        snap = self._snapshot
+        if snap is None or snap[0].device != down.device or snap[0].dtype != down.dtype or snap[1].dtype != up.dtype:
+            self._snapshot = (down.clone(), up.clone())
+        else:
+            snap[0].copy_(down)
+            snap[1].copy_(up)
+        if not keep_trained:
+            self._trained.clear()
+        self._versions = (down._version, up._version)
+        _LIVE.add(self)
+        _ensure_step_hook()
+
+    def forget_snapshot(self) -> None:
+        """Drop the snapshot: the weights were changed on purpose (loaded, rescaled)."""
+        self._snapshot = None
+        self._trained.clear()
+        _LIVE.discard(self)
+
+    def _settle_if_moved(self) -> None:
+        """The per-forward check: no device sync (a snapshot, or the version counters)."""
+        down, up = self.lora_down.weight, self.lora_up.weight
+        if self._snapshot is None:
+            if self.training:
+                self.settle(stepped=False)
+        elif self._versions != (down._version, up._version):
+            self.settle(stepped=True)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.forget_snapshot()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._settle_if_moved()
         if not self.training:
             return super().forward(x)
         out = self._base_forward(x)
@@ -84,6 +206,8 @@ class DyLoRAModule(LoRAModule):
         start, end = draw_slice(self.lora_dim, self.unit)
         if self.module_dropout is not None and torch.rand(1) < self.module_dropout:
             return out
+        if torch.is_grad_enabled():
+            self._trained.add(start)  # these rows get a gradient: the next step may move them
 
         down = slice_trainable(self.lora_down.weight, start, end, 0)
         up = slice_trainable(self.lora_up.weight, start, end, 1)
