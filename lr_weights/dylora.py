@@ -13,6 +13,7 @@ here conv_dim and conv_alpha mean what they mean for lr_weights.lora.
 from __future__ import annotations
 
 import functools
+import weakref
 import logging
 from typing import Any, Optional, Tuple
 
@@ -40,6 +41,33 @@ class DyLoRANetwork(LoRANetwork):
     def __init__(self, arch, plans, options, multiplier: float = 1.0, settings=None, unit: int = 1):
         super().__init__(arch, plans, options, multiplier=multiplier, settings=settings, module_factory=functools.partial(DyLoRAModule, unit=unit))
         self.unit = unit
+        self._watch_optimizer_steps()
+
+    def _watch_optimizer_steps(self) -> None:
+        """Settle right after every optimizer step that updates this network's weights.
+
+        torch's post-step hooks are process-wide; the hook holds the network only weakly and is
+        removed when the network is collected. Optimizers that write through raw pointers bump no
+        version counter either; for them the next settle() (save, eval, max-norm) compares values.
+        """
+        try:
+            from torch.optim.optimizer import register_optimizer_step_post_hook
+        except ImportError:  # torch < 2.0: the per-forward version check does the work
+            return
+        network = weakref.ref(self)
+
+        def after_step(optimizer, args, kwargs) -> None:
+            alive = network()
+            if alive is not None:
+                alive.settle_after_step(optimizer)
+
+        weakref.finalize(self, register_optimizer_step_post_hook(after_step).remove)
+
+    def settle_after_step(self, optimizer) -> None:
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for module in self.all_loras:
+            if module._snapshot is not None and (id(module.lora_down.weight) in stepped or id(module.lora_up.weight) in stepped):
+                module.settle(stepped=True)
 
     # Everything that reads or rescales the weights settles them first: rows that got no gradient
     # since the last step are put back where that step found them (DyLoRAModule.settle). The

@@ -18,8 +18,8 @@ the set of rank rows that took part in a forward with autograd on since that sna
 gradient accumulation, the union of the slices drawn, i.e. exactly the rows that upstream hands
 the optimizer. After an optimizer step every other row is put back to its snapshot and a new
 snapshot is taken (`settle`), so frozen rows stay bit-identical for any optimizer. A step is seen
-(no GPU sync on the training path) by a global `torch.optim` step post-hook for every optimizer
-that holds the module's weights (any torch.optim.Optimizer subclass: AdamW, Lion, bitsandbytes'
+(no GPU sync on the training path) by a `torch.optim` step post-hook that the network registers
+for every optimizer that holds the module's weights (any torch.optim.Optimizer subclass: AdamW, Lion, bitsandbytes'
 8-bit ones, Prodigy ...); failing that, by the weights' autograd version counter at the next
 forward; and `settle()` itself (run before the network's state_dict/save, max-norm, eval) also
 compares values, for optimizers that write through raw pointers outside torch.optim. Loading a
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import random
-import weakref
 from typing import List, Optional, Set, Tuple
 
 import torch
@@ -57,28 +56,6 @@ def draw_slice(dim: int, unit: int, rng: random.Random = None) -> Tuple[int, int
     start = (rng or random).randint(0, dim - 1)
     start -= start % unit
     return start, start + unit
-
-
-_LIVE: "weakref.WeakSet[DyLoRAModule]" = weakref.WeakSet()  # modules holding a snapshot
-_STEP_HOOK = None
-
-
-def _after_optimizer_step(optimizer, args, kwargs) -> None:
-    """Global torch.optim post-step hook: settle the DyLoRA modules this optimizer trains."""
-    if not _LIVE:
-        return
-    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for module in list(_LIVE):
-        if id(module.lora_down.weight) in ids or id(module.lora_up.weight) in ids:
-            module.settle(stepped=True)
-
-
-def _ensure_step_hook() -> None:
-    global _STEP_HOOK
-    if _STEP_HOOK is None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        _STEP_HOOK = register_optimizer_step_post_hook(_after_optimizer_step)
 
 
 def _ranges_outside(starts: Set[int], unit: int, dim: int) -> List[Tuple[int, int]]:
@@ -173,14 +150,11 @@ class DyLoRAModule(LoRAModule):
         if not keep_trained:
             self._trained.clear()
         self._versions = (down._version, up._version)
-        _LIVE.add(self)
-        _ensure_step_hook()
 
     def forget_snapshot(self) -> None:
         """Drop the snapshot: the weights were changed on purpose (loaded, rescaled)."""
         self._snapshot = None
         self._trained.clear()
-        _LIVE.discard(self)
 
     def _settle_if_moved(self) -> None:
         """The per-forward check: no device sync (a snapshot, or the version counters)."""

@@ -273,6 +273,7 @@ def test_adamw_update_equals_a_per_row_parameter_implementation(monkeypatch):
             opt.zero_grad()
             (out() - target).pow(2).sum().backward()
             opt.step()
+        module.settle(stepped=True)  # what DyLoRANetwork's optimizer step hook does after each step
         ours = module.lora_down.weight.detach(), module.lora_up.weight.detach()
         ref = reference.weights()
         if step <= 2:
@@ -477,3 +478,37 @@ def test_unit_given_to_plain_lora_is_named_as_ignored(caplog):
     te, unet = build_tiny_sd(0)
     lora.create_network(1.0, 4, 1, None, te, unet, unit="4")
     assert "unit=4 is a DyLoRA setting" in caplog.text
+
+
+def test_the_network_settles_right_after_each_optimizer_step_and_unhooks_when_collected():
+    import gc
+
+    from torch.optim import optimizer as optim_module
+
+    hooks_before = len(optim_module._global_optimizer_post_hooks)
+    te, unet = build_tiny_sd(seed=0)
+    te.requires_grad_(False)
+    unet.requires_grad_(False)
+    random.seed(0)
+    network = dylora.create_network(1.0, 16, 4, None, te, unet, unit="2")
+    network.apply_to(te, unet)
+    params, _ = network.prepare_optimizer_params(1e-3, 1e-3, 1e-3, with_descriptions=True)
+    optimizer = torch.optim.AdamW(params, weight_decay=0.1)
+    network.train()
+    module = network.unet_loras[0]
+    initial = module.lora_down.weight.detach().clone()
+    had_gradient = torch.zeros(16, dtype=torch.bool)
+    for _ in range(3):  # one forward per step: at most 6 of 16 rows train
+        train_step(network, te, unet, optimizer)
+        # lora_up starts at zero, so lora_down's trained rows may get an all-zero gradient at first;
+        # lora_up's trained columns always get a non-zero one.
+        had_gradient |= module.lora_up.weight.grad.transpose(0, 1).flatten(1).abs().sum(1) > 0
+        # Right after the step, before any forward: rows that never trained are still their init,
+        # although AdamW's weight decay touched the whole tensor.
+        untouched = (~had_gradient).nonzero().flatten()
+        assert len(untouched) > 0
+        assert torch.equal(module.lora_down.weight.detach()[untouched], initial[untouched])
+    assert len(optim_module._global_optimizer_post_hooks) == hooks_before + 1
+    del network, module, params, optimizer
+    gc.collect()
+    assert len(optim_module._global_optimizer_post_hooks) == hooks_before
