@@ -13,22 +13,18 @@ here conv_dim and conv_alpha mean what they mean for lr_weights.lora.
 from __future__ import annotations
 
 import functools
-import weakref
 import logging
+import weakref
 from typing import Any, Optional, Tuple
 
 import torch
 
-from .blocks import detect_architecture
+from .assembly import log_created, plan_network, plan_network_from_weights
 from .dylora_modules import DyLoRAModule
 from .errors import NetworkArgError
-from .io import load_lora_file
-from .log import ensure_visible
 from .lora import get_block_lr_weight
-from .network import LoRANetwork, plan_from_settings, plan_from_weights
-from .settings import check_dylora_dims, normalise_kwargs, parse_network_settings, parse_training_options, parse_unit
-from .table import format_block_table
-from .targets import as_text_encoder_list, text_encoder_targets, unet_targets
+from .network import LoRANetwork
+from .settings import check_dylora_dims, parse_unit
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +104,11 @@ def create_network(
     **kwargs: Any,
 ) -> DyLoRANetwork:
     """Build a DyLoRA network for `text_encoder` (one, or a list of two for SDXL) and `unet`."""
-    ensure_visible()
-    arch = detect_architecture(unet)
-    settings = parse_network_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
+    plan = plan_network(network_dim, network_alpha, text_encoder, unet, neuron_dropout, kwargs)
     unit = parse_unit(kwargs)
-    check_dylora_dims(settings, unit)
-    encoders = as_text_encoder_list(text_encoder)
-    plans = plan_from_settings(settings, text_encoder_targets(encoders), unet_targets(unet, arch, settings.trains_conv))
-    network = DyLoRANetwork(arch, plans, settings.options, multiplier=multiplier, settings=settings, unit=unit)
-    _log_created(network)
+    check_dylora_dims(plan.settings, unit)
+    network = DyLoRANetwork(plan.arch, plan.plans, plan.options, multiplier=multiplier, settings=plan.settings, unit=unit)
+    log_created(network, f"DyLoRA network (unit {unit})")
     return network
 
 
@@ -135,36 +127,12 @@ def create_network_from_weights(
     For training (`--dim_from_weights`) every dim in the file must be a multiple of `unit`; for
     inference and merging the file is a plain LoRA and `unit` plays no part.
     """
-    ensure_visible()
-    arch = detect_architecture(unet)
-    if weights_sd is None:
-        weights_sd = load_lora_file(file)
-    args = normalise_kwargs(kwargs)
-    options = parse_training_options(arch, args)
-    unit = 1 if for_inference else parse_unit(args)
-    if for_inference:
-        options = type(options)(block_lr_weights=options.block_lr_weights)
-    encoders = as_text_encoder_list(text_encoder)
-    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders), unet_targets(unet, arch, include_conv=True))
-    if unmatched:
-        logger.warning(
-            "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",
-            file or "weights", len(unmatched), ", ".join(unmatched[:3]),
-        )
-    odd = sorted({p.dim for p in plans if p.dim % unit})
+    plan, weights_sd = plan_network_from_weights(file, text_encoder, unet, weights_sd, for_inference, kwargs)
+    unit = 1 if for_inference else parse_unit(plan.args)
+    odd = sorted({p.dim for p in plan.plans if p.dim % unit})
     if odd:
-        raise NetworkArgError("unit", args.get("unit"), f"a divisor of every dim in {file or 'the weights'} (it holds dims {', '.join(map(str, odd))})")
-    network = DyLoRANetwork(arch, plans, options, multiplier=multiplier, unit=unit)
-    _log_created(network)
+        raise NetworkArgError("unit", plan.args.get("unit"), f"a divisor of every dim in {file or 'the weights'} (it holds dims {', '.join(map(str, odd))})")
+    network = DyLoRANetwork(plan.arch, plan.plans, plan.options, multiplier=multiplier, unit=unit)
+    log_created(network, f"DyLoRA network (unit {unit})")
     return network, weights_sd
 
-
-def _log_created(network: DyLoRANetwork) -> None:
-    logger.info(
-        "lr_weights: %s DyLoRA network (unit %d), %d text encoder + %d U-Net modules\n%s",
-        network.arch.name.upper(),
-        network.unit,
-        len(network.text_encoder_loras),
-        len(network.unet_loras),
-        format_block_table(network.block_table()),
-    )

@@ -9,14 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional, Tuple, Union
 
-from .blocks import SD, SDXL, detect_architecture
-from .io import load_lora_file
-from .log import ensure_visible
+from .assembly import log_created, plan_network, plan_network_from_weights
+from .blocks import SD, SDXL
 from .modules import LoRAModule
-from .network import LoRANetwork, plan_from_settings, plan_from_weights
-from .settings import normalise_kwargs, parse_network_settings, parse_training_options
-from .table import format_block_table
-from .targets import as_text_encoder_list, text_encoder_targets, unet_targets
+from .network import LoRANetwork
 from .weights import resolve_block_lr_weights
 
 logger = logging.getLogger(__name__)
@@ -35,15 +31,11 @@ def create_network(
     **kwargs: Any,
 ) -> LoRANetwork:
     """Build a LoRA/LoCon network for `text_encoder` (one, or a list of two for SDXL) and `unet`."""
-    ensure_visible()
-    arch = detect_architecture(unet)
-    settings = parse_network_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
     if kwargs.get("unit") is not None:
         logger.warning("unit=%s is a DyLoRA setting and lr_weights.lora ignores it; use --network_module lr_weights.dylora.", kwargs["unit"])
-    encoders = as_text_encoder_list(text_encoder)
-    plans = plan_from_settings(settings, text_encoder_targets(encoders), unet_targets(unet, arch, settings.trains_conv))
-    network = LoRANetwork(arch, plans, settings.options, multiplier=multiplier, settings=settings)
-    _log_created(network)
+    plan = plan_network(network_dim, network_alpha, text_encoder, unet, neuron_dropout, kwargs)
+    network = LoRANetwork(plan.arch, plan.plans, plan.options, multiplier=multiplier, settings=plan.settings)
+    log_created(network, "network")
     return network
 
 
@@ -61,34 +53,10 @@ def create_network_from_weights(
 
     Block LR weights, LoRA+ ratios and dropouts in kwargs are honoured (upstream drops the last two).
     """
-    ensure_visible()
-    arch = detect_architecture(unet)
-    if weights_sd is None:
-        weights_sd = load_lora_file(file)
-    args = normalise_kwargs(kwargs)
-    options = parse_training_options(arch, args)
-    if for_inference:
-        options = type(options)(block_lr_weights=options.block_lr_weights)
-    encoders = as_text_encoder_list(text_encoder)
-    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders), unet_targets(unet, arch, include_conv=True))
-    if unmatched:
-        logger.warning(
-            "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",
-            file or "weights", len(unmatched), ", ".join(unmatched[:3]),
-        )
-    network = LoRANetwork(arch, plans, options, multiplier=multiplier)
-    _log_created(network)
+    plan, weights_sd = plan_network_from_weights(file, text_encoder, unet, weights_sd, for_inference, kwargs)
+    network = LoRANetwork(plan.arch, plan.plans, plan.options, multiplier=multiplier)
+    log_created(network, "network")
     return network, weights_sd
-
-
-def _log_created(network: LoRANetwork) -> None:
-    logger.info(
-        "lr_weights: %s network, %d text encoder + %d U-Net modules\n%s",
-        network.arch.name.upper(),
-        len(network.text_encoder_loras),
-        len(network.unet_loras),
-        format_block_table(network.block_table()),
-    )
 
 
 def get_block_lr_weight(*args: Any, **kwargs: Any) -> Union[None, List[float], Tuple[Optional[List[float]], Optional[float], Optional[List[float]]]]:
