@@ -194,13 +194,7 @@ class DyLoRAModule(LoRAModule):
 
         scale = self.multiplier * self.scale * math.sqrt(self.lora_dim / end)
         if self.rank_dropout is not None:
-            mask = torch.rand((h.size(0), self.lora_dim), device=h.device) > self.rank_dropout
-            if h.dim() == 3:
-                mask = mask.unsqueeze(1)
-            elif h.dim() == 4:
-                mask = mask.unsqueeze(-1).unsqueeze(-1)
-            h = h * mask
-            scale = scale / (1.0 - self.rank_dropout)
+            h, scale = self.drop_ranks(h, scale)
         if scale != 1.0:
             h = h * scale
         return out + (F.linear(h, up) if self.kind == "linear" else F.conv2d(h, up))

@@ -138,19 +138,23 @@ class LoRAModule(nn.Module):
             h = nn.functional.dropout(h, p=self.dropout)
 
         if self.rank_dropout is not None and self.training:
-            mask = torch.rand((h.size(0), self.lora_dim), device=h.device) > self.rank_dropout
-            if h.dim() == 3:
-                mask = mask.unsqueeze(1)
-            elif h.dim() == 4:
-                mask = mask.unsqueeze(-1).unsqueeze(-1)
-            h = h * mask
-            scale = scale / (1.0 - self.rank_dropout)
+            h, scale = self.drop_ranks(h, scale)
 
         # Scaling the rank-r tensor instead of the full-width output saves two full-width
         # multiplies per module (PERF.md); the result is the same up to rounding.
         if scale != 1.0:
             h = h * scale
         return out + self.lora_up(h)
+
+    def drop_ranks(self, h: torch.Tensor, scale: float):
+        """Upstream's rank dropout: one mask over the rank channels per sample, and the scale
+        raised by 1/(1-p) as if the rank had shrunk. Returns (masked h, new scale)."""
+        mask = torch.rand((h.size(0), self.lora_dim), device=h.device) > self.rank_dropout
+        if h.dim() == 3:
+            mask = mask.unsqueeze(1)
+        elif h.dim() == 4:
+            mask = mask.unsqueeze(-1).unsqueeze(-1)
+        return h * mask, scale / (1.0 - self.rank_dropout)
 
     def delta_weight(self, multiplier: Optional[float] = None) -> torch.Tensor:
         """ΔW for merging: multiplier x scale x up @ down, float32, base weight shape."""
