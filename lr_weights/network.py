@@ -133,6 +133,7 @@ class LoRANetwork(nn.Module):
         self.text_encoder_loras: List[LoRAModule] = []
         self.unet_loras: List[LoRAModule] = []
         self._unet_blocks: Dict[str, int] = {}
+        self._optimizer_checked = False  # prepare_network warns once per network
         extra = {}
         if options.fa:
             if module_factory is not LoRAModule:
@@ -275,7 +276,7 @@ class LoRANetwork(nn.Module):
     def prepare_network(self, args) -> None:
         """sd-scripts calls this with its parsed arguments before it builds the optimizer: say once,
         before any GPU time is spent, when that optimizer cannot honour this network's per-group LRs."""
-        if getattr(self, "_optimizer_checked", False):
+        if self._optimizer_checked:
             return
         self._optimizer_checked = True
         from .optimizer_check import optimizer_warnings

@@ -1,5 +1,6 @@
 """What gets installed, and what the library imports."""
 
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -11,15 +12,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_copy_in_shim_reexports_the_module():
-    spec = importlib.util.spec_from_file_location("lora_lr_weights_shim", ROOT / "networks" / "lora_lr_weights.py")
+@pytest.mark.parametrize("shim_file, module_name", [("lora_lr_weights.py", "lora"), ("dylora_lr_weights.py", "dylora")])
+def test_copy_in_shims_reexport_the_modules(shim_file, module_name):
+    spec = importlib.util.spec_from_file_location(f"{module_name}_shim", ROOT / "networks" / shim_file)
     shim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shim)
-    from lr_weights import lora
+    module = importlib.import_module(f"lr_weights.{module_name}")
 
-    assert shim.create_network is lora.create_network
-    assert shim.create_network_from_weights is lora.create_network_from_weights
-    assert shim.get_block_lr_weight is lora.get_block_lr_weight
+    assert shim.create_network is module.create_network
+    assert shim.create_network_from_weights is module.create_network_from_weights
+    assert shim.get_block_lr_weight is module.get_block_lr_weight
 
 
 def test_library_imports_only_torch_and_safetensors():
