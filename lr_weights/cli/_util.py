@@ -15,6 +15,15 @@ from ..errors import NetworkArgError
 ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl")
 
 
+def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: str):
+    """A subcommand parser whose --help shows the module's docstring and its examples."""
+    import argparse
+
+    return subparsers.add_parser(
+        name, help=help_text, description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def architecture(name: str) -> Architecture:
     """sd, sd1 and sd2 share the block layout; sdxl has its own."""
     return SDXL if name == "sdxl" else SD

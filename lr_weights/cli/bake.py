@@ -12,7 +12,7 @@ import argparse
 import os
 
 from ..errors import NetworkArgError
-from ._util import single_thread, captured_logs, print_warnings, progress
+from ._util import add_subcommand, captured_logs, print_warnings, progress, single_thread
 
 EXAMPLES = """examples:
   lr-weights bake my_lora.safetensors --lbw OUTD -o my_lora_outd.safetensors
@@ -23,13 +23,7 @@ EXAMPLES = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bake",
-        help="scale a LoRA file's blocks by LBW weights and write a new LoRA",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, "bake", "scale a LoRA file's blocks by LBW weights and write a new LoRA", __doc__, EXAMPLES)
     parser.add_argument("file", metavar="LORA.safetensors")
     parser.add_argument("--lbw", required=True, metavar="VECTOR|PRESET", help="LBW vector (SD 17/26, SDXL 12/20 values, BASE first) or preset")
     parser.add_argument("-o", "--output", metavar="OUT.safetensors", help="the new file")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from ._util import add_subcommand, parse_pairs
+
 EXAMPLES = """examples:
   lr-weights demo
   lr-weights demo --steps 20 --output demo.safetensors
@@ -20,13 +22,7 @@ DEFAULT_ARGS = ("down_lr_weight=sine+.25", "mid_lr_weight=1", "up_lr_weight=cosi
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="train a few steps with block LRs on a built-in tiny SD model and write a LoRA file",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, "demo", "train a few steps with block LRs on a built-in tiny SD model and write a LoRA file", __doc__, EXAMPLES)
     parser.add_argument("--network-args", nargs="*", default=list(DEFAULT_ARGS), metavar="KEY=VALUE", help="as sd-scripts' --network_args")
     parser.add_argument("--network-dim", type=int, default=4)
     parser.add_argument("--network-alpha", type=float, default=1.0)
@@ -38,18 +34,6 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def parse_network_args(pairs) -> dict:
-    from ..errors import NetworkArgError
-
-    kwargs = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise NetworkArgError("--network-args", pair, "KEY=VALUE")
-        key, value = pair.split("=", 1)
-        kwargs[key] = value
-    return kwargs
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -59,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise ValueError(f"--steps={args.steps} is not valid: expected a whole number >= 1")
-    kwargs = parse_network_args(args.network_args)
+    kwargs = parse_pairs(args.network_args, "--network-args")
     text_encoder, unet = build_tiny_sd(seed=args.seed)
     text_encoder.requires_grad_(False)
     unet.requires_grad_(False)

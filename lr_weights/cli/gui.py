@@ -17,7 +17,7 @@ from ..gui_config import additional_parameters_line, check_list_lengths, gui_to_
 from ..io import atomic_write_bytes
 from ..settings import parse_network_settings
 from ..toml_writer import dumps
-from ._util import captured_logs, print_warnings, read_json
+from ._util import add_subcommand, captured_logs, print_warnings, read_json
 
 EXAMPLES = """examples:
   lr-weights gui my_lora.json -o my_lora.toml            # writes the TOML, prints the accelerate line
@@ -28,13 +28,7 @@ EXAMPLES = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "gui",
-        help="convert a Kohya GUI LoRA config to an sd-scripts TOML + command using lr_weights",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, "gui", "convert a Kohya GUI LoRA config to an sd-scripts TOML + command using lr_weights", __doc__, EXAMPLES)
     parser.add_argument("config", metavar="CONFIG.json", help="a config saved by the Kohya GUI (LoRA tab)")
     parser.add_argument("-o", "--output", metavar="OUT.toml", help="write the TOML here (atomically) and print the launch command")
     parser.add_argument("--print-args", action="store_true", help="print only the line for the GUI's Additional parameters box")

@@ -15,7 +15,7 @@ import json
 import sys
 
 from ..table import BlockRow, format_block_table
-from ._util import single_thread, parse_size, progress, save_bar_chart
+from ._util import add_subcommand, parse_size, progress, save_bar_chart, single_thread
 
 EXAMPLES = """examples:
   lr-weights inspect my_lora.safetensors
@@ -25,13 +25,7 @@ EXAMPLES = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect",
-        help="per-block dims, alphas and weight-change norms of a LoRA file, and its training metadata",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, "inspect", "per-block dims, alphas and weight-change norms of a LoRA file, and its training metadata", __doc__, EXAMPLES)
     parser.add_argument("file", metavar="LORA.safetensors")
     parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl"), help="override the architecture read from the key names")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")

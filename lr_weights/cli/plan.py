@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..errors import NetworkArgError
 from ..reference import build_reference_model, model_of_checkpoint, skipped_weight_init
 from ..table import format_block_table
-from ._util import captured_logs, parse_pairs, read_json, read_toml
+from ._util import add_subcommand, captured_logs, parse_pairs, read_json, read_toml
 
 EXAMPLES = """examples:
   lr-weights plan --arch sdxl --network_dim 32 --network_alpha 16 --unet_lr 1e-4 \\
@@ -40,13 +40,7 @@ _MODULES = {
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "plan",
-        help="the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
     parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl"), help="architecture (default: from --model or the config, else sd1)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")

@@ -18,7 +18,7 @@ from ..errors import NetworkArgError
 from ..lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
 from ..settings import trainable_block_lr_weights
 from ..weights import resolve_block_lr_weights
-from ._util import ARCH_CHOICES, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
+from ._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
 
 EXAMPLES = """examples:
   lr-weights show down=sine+.25 mid=1 up=cosine+.25 --unet-lr 1e-4
@@ -44,13 +44,7 @@ _KEYS = {
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "show",
-        help="expand down/mid/up or LBW specs into per-block weights and LRs",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(subparsers, "show", "expand down/mid/up or LBW specs into per-block weights and LRs", __doc__, EXAMPLES)
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="KEY=VALUE (down, mid, up, threshold, lbw, or the network_args names), or an LBW preset/vector")
     parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2) or sdxl (default sd)")
     parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
