@@ -93,10 +93,6 @@ class LoRAModule(nn.Module):
     def base_layer(self) -> nn.Module:
         return self._base[0]
 
-    @property
-    def is_applied(self) -> bool:
-        return self._base_forward is not None
-
     def apply_to(self) -> None:
         """Route the base layer's forward through this module."""
         if self._base_forward is None:

@@ -14,7 +14,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
-from .blocks import Architecture
 from .errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -162,10 +161,3 @@ def first_lr(value) -> Optional[float]:
         return None if len(value) == 0 else value[0]
     return value
 
-
-def group_summary(groups: Sequence[ParamGroup], arch: Architecture) -> List[str]:
-    lines = []
-    for group in groups:
-        n_params = sum(p.numel() for p in group.params)
-        lines.append(f"{group.description:<22} lr={group.lr:.6g} tensors={len(group.params)} params={n_params}")
-    return lines
