@@ -12,9 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .archs import SD, keys_of_other_architectures
 from .blocks import Architecture
 from .errors import NetworkArgError
-from .weights import parse_float, resolve_block_lr_weights
+from .weights import parse_float, resolve_stack_lr_weights
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,23 @@ def _block_int(key: str, text: str) -> int:
     return parse_int(key, text)
 
 
+def refuse_foreign_keys(kwargs: Mapping[str, Any], arch: Architecture, known: frozenset) -> None:
+    """An arg another family's entry point reads (double_lr_weight given to lr_weights.lora,
+    down_lr_weight given to lr_weights.flux) is an error naming the arg, never silently ignored."""
+    foreign = keys_of_other_architectures(arch)
+    for key, value in kwargs.items():
+        if key in foreign and key not in known:
+            owner = foreign[key]
+            raise NetworkArgError(
+                key, value,
+                f"an arg of {owner.entry_point} ({owner.title}); {arch.entry_point} ({arch.title}) does not read it. "
+                f"Train {owner.title} with --network_module {owner.entry_point}, or leave {key} out",
+            )
+
+
 def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     """Accept GUI-era aliases, refuse likely typos, warn about keys we do not use."""
+    refuse_foreign_keys(kwargs, SD, KNOWN_KEYS)
     args = dict(kwargs)
     for alias, key in GUI_ALIASES.items():
         if alias in args:
@@ -253,62 +269,63 @@ def lbw_training_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optio
 
     The blocks are expanded as LBW expands them at inference (lr_weights.lbw.parse_lbw): a block the
     vector does not name gets 0, so what was tested in the WebUI is what trains. The zero threshold
-    applies as for down/mid/up lists.
+    applies as for the per-stack lists. FLUX's per-encoder weights: lbw_training_weights_full.
     """
+    parsed = lbw_training_weights_full(arch, kwargs)
+    return None if parsed is None else (parsed.base, parsed.blocks)
+
+
+def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
+    """As lbw_training_weights, but the whole LBWWeights (text-encoder weights by label), thresholded."""
     text = kwargs.get("lbw_weights")
     if text is None:
         return None
-    from .lbw import LBW_BLOCK_IDS, lbw_lengths, parse_lbw  # lbw imports nothing from here; kept local for clarity of layering
+    from dataclasses import replace
 
-    mixed = [key for key in LR_WEIGHT_KEYS[:3] if kwargs.get(key) is not None]
+    from .lbw import lbw_lengths, named_form, parse_lbw  # lbw imports nothing from here; kept local for clarity of layering
+
+    mixed = [key for key in arch.lr_weight_keys if kwargs.get(key) is not None]
     if mixed:
         raise NetworkArgError(
             "lbw_weights", text,
             f"to be given without {', '.join(mixed)}: lbw_weights sets every block's weight. Use one form "
-            "(lr_weights.lbw.lbw_to_network_args converts an LBW vector to down/mid/up lists)",
+            "(lr_weights.lbw.lbw_to_network_args converts an LBW vector to per-stack lists)",
         )
     parsed = parse_lbw(arch, text)
     threshold = 0.0 if kwargs.get("block_lr_zero_threshold") is None else parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
-    if parsed.base < 0 or any(w < 0 for w in parsed.blocks):
+    if any(w < 0 for _, w in parsed.text_encoders) or parsed.base < 0 or any(w < 0 for w in parsed.blocks):
         raise NetworkArgError("lbw_weights", text, "weights >= 0 for training (a negative weight would be a negative learning rate)")
     blocks = tuple(weight if weight > threshold else 0.0 for weight in parsed.blocks)
-    trained = [i for i in range(arch.num_blocks) if i not in arch.moduleless]
+    trained = arch.trained_blocks()
     if all(blocks[i] == 0 for i in trained):
         raise NetworkArgError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
 
-    values = str(text).split(",")
-    # A preset is a 17-value SD vector, applied by block name on SDXL too (as LBW does).
-    named = LBW_BLOCK_IDS["sd"][17] if len(values) == 1 else LBW_BLOCK_IDS[arch.name][len(values)]
-    unnamed = [arch.block_name(i) for i in trained if blocks[i] == 0 and _lbw_block_name(arch, i) not in named]
+    form, _ = named_form(arch, text)
+    named = {target for entry in form for target in arch.lbw.targets(entry)}
+    unnamed = [arch.block_name(i) for i in trained if blocks[i] == 0 and arch.block_name(i) not in named]
     zero = [arch.block_name(i) for i in trained if blocks[i] == 0 and arch.block_name(i) not in unnamed]
+    text_encoders = ", ".join(f"{label} x{weight:g}" for label, weight in parsed.text_encoders)
     logger.info(
-        "lbw_weights=%s: BASE (text encoders) x%g; blocks with weight 0 get no modules%s%s",
-        text, parsed.base,
+        "lbw_weights=%s: %s; blocks with weight 0 get no modules%s%s",
+        text, "BASE (text encoders) x%g" % parsed.base if arch.lbw.text_encoder_labels == ("TE",) else f"text encoders {text_encoders}",
         f"; set to 0: {', '.join(zero)}" if zero else "",
-        f"; not named by this {len(named)}-value form, so 0 as in LBW: {', '.join(unnamed)} "
+        f"; not named by this {len(form)}-value form, so 0 as in LBW: {', '.join(unnamed)} "
         f"(they hold only conv layers; the {lbw_lengths(arch)[-1]}-value form names them)" if unnamed else "",
     )
-    return parsed.base, blocks
-
-
-def _lbw_block_name(arch: Architecture, index: int) -> str:
-    name = arch.block_name(index)
-    return "M00" if arch.is_sdxl and name.startswith("M") else name
+    return replace(parsed, blocks=blocks)
 
 
 def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
     """The block LR weights, refusing what upstream would silently train wrong or not at all."""
     if kwargs.get("block_lr_zero_threshold") is not None:
         parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
-    weights = resolve_block_lr_weights(
-        arch, kwargs.get("down_lr_weight"), kwargs.get("mid_lr_weight"), kwargs.get("up_lr_weight"), kwargs.get("block_lr_zero_threshold")
-    )
+    weights = resolve_stack_lr_weights(arch, kwargs, kwargs.get("block_lr_zero_threshold"))
     if weights is None:
         return None
     threshold = kwargs.get("block_lr_zero_threshold", "0")
     for index, weight in enumerate(weights):
         if weight < 0:
-            key = {"down": "down_lr_weight", "mid": "mid_lr_weight", "up": "up_lr_weight"}[arch.part_of(index)[0]]
+            key = arch.stack_of(index).lr_weight_key
             raise NetworkArgError(
                 key,
                 kwargs.get(key),
@@ -316,7 +333,7 @@ def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) ->
                 "lets through and which would be a negative learning rate",
             )
     if all(weight == 0 for index, weight in enumerate(weights) if index not in arch.moduleless):
-        given = " ".join(f"{k}={kwargs[k]}" for k in LR_WEIGHT_KEYS[:3] if kwargs.get(k) is not None)
+        given = " ".join(f"{k}={kwargs[k]}" for k in arch.lr_weight_keys if kwargs.get(k) is not None)
         raise NetworkArgError(
             "block_lr_zero_threshold",
             threshold,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
 from .blocks import Architecture
 from .errors import NetworkArgError
@@ -29,7 +29,7 @@ def _ramp(n: int) -> List[float]:
 
 
 def preset_values(name: str, n: int, offset: float = 0.0) -> List[float]:
-    """The n values of a preset, shallow -> deep, plus the offset (upstream's formulas)."""
+    """The n values of a preset, shallow -> deep, plus the offset (upstream's formulas, any n >= 2)."""
     if name == "sine":
         return [math.sin(math.pi * t / 2) + offset for t in _ramp(n)]
     if name == "cosine":
@@ -152,23 +152,29 @@ def resolve_block_lr_weights(
     up: Union[None, str, Sequence[float]],
     threshold: Union[None, str, float] = None,
 ) -> Optional[Tuple[float, ...]]:
-    """The flat per-block multipliers sd-scripts would use (25 for SD, 23 for SDXL), or None.
+    """The flat per-block multipliers sd-scripts would use (25 for SD, 23 for SDXL), or None."""
+    return resolve_stack_lr_weights(arch, {"down_lr_weight": down, "mid_lr_weight": mid, "up_lr_weight": up}, threshold)
+
+
+def resolve_stack_lr_weights(
+    arch: Architecture,
+    given: Mapping[str, Union[None, str, float, Sequence[float]]],
+    threshold: Union[None, str, float] = None,
+) -> Optional[Tuple[float, ...]]:
+    """The flat per-block multipliers from each stack's LR-weight arg (`given[stack.lr_weight_key]`),
+    or None when no stack's arg is given.
 
     Upstream's expansion, nothing more: values may be negative when the threshold lets them
     through; refusing settings that cannot train is the caller's job (settings.py).
     """
-    if down is None and mid is None and up is None:
+    if all(given.get(stack.lr_weight_key) is None for stack in arch.stacks):
         return None
     threshold_value = 0.0 if threshold is None else parse_float("block_lr_zero_threshold", str(threshold).strip())
 
     flat = [1.0] * arch.num_blocks
-    for key, value, start, n, presets in (
-        ("down_lr_weight", down, arch.down_start, arch.num_down, True),
-        ("mid_lr_weight", mid, arch.mid_start, arch.num_mid, False),
-        ("up_lr_weight", up, arch.up_start, arch.num_down, True),
-    ):
-        values = expand_part(key, value, n, presets=presets)
+    for stack in arch.stacks:
+        values = expand_part(stack.lr_weight_key, given.get(stack.lr_weight_key), stack.size, presets=stack.presets)
         # A list that is not given stays all 1.0 and is never thresholded (as upstream).
         if values is not None:
-            flat[start : start + n] = apply_threshold(values, threshold_value)
+            flat[stack.start : stack.stop] = apply_threshold(values, threshold_value)
     return tuple(flat)

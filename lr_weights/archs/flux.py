@@ -1,0 +1,107 @@
+"""FLUX.1 (dev, schnell) and Chroma: sd-scripts' `networks/lora_flux.py` layout.
+
+59 blocks: IN (the in_dims layers img_in, time_in, vector_in, guidance_in, txt_in), D00..D18
+(`double_blocks.N`, DoubleStreamBlock), S00..S37 (`single_blocks.N`, SingleStreamBlock) and OUT
+(final_layer, which lora_flux never adapts). Block names and order are LBW's FLUX vocabulary
+(hako-mikan/sd-webui-lora-block-weight BLOCKIDFLUX: CLIP, T5, IN, D00..D18, S00..S37, OUT), so the
+61-value LBW vector is CLIP, T5 and then one value per block here.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .base import Architecture, LBWVocabulary, Stack
+
+NUM_DOUBLE = 19
+NUM_SINGLE = 38
+DOUBLE_NAMES = tuple(f"D{i:02d}" for i in range(NUM_DOUBLE))
+SINGLE_NAMES = tuple(f"S{i:02d}" for i in range(NUM_SINGLE))
+NAMES = ("IN",) + DOUBLE_NAMES + SINGLE_NAMES + ("OUT",)
+IN_BLOCK = 0
+OUT_BLOCK = len(NAMES) - 1
+
+# LBW (scripts/lora_block_weight.py, BLOCKIDFLUX, 61 values) and ComfyUI Inspire pack's FLUX form
+# (inspire/lora_block_weight.py: BASE, then one value per double and single block; BASE scales
+# everything else: the text encoders and the in/out layers).
+LBW_FLUX = ("CLIP", "T5") + NAMES
+INSPIRE_FLUX = ("BASE",) + DOUBLE_NAMES + SINGLE_NAMES
+# LBW's FLUX preset (DEF_WEIGHT_PRESET: FLUXALL = 61 ones); its SD presets are 17-value vectors that
+# LBW cannot apply to FLUX.
+LBW_PRESETS = (("FLUXALL", ",".join(["1"] * len(LBW_FLUX))),)
+
+_DOUBLE = re.compile(r"^lora_unet_double_blocks_(\d+)_")
+_SINGLE = re.compile(r"^lora_unet_single_blocks_(\d+)_")
+# in_dims filters of lora_flux (substring matches over the whole model).
+IN_FILTERS = ("_img_in", "_time_in", "_vector_in", "_guidance_in", "_txt_in")
+_IN = re.compile(r"^lora_unet_(img_in|time_in|vector_in|guidance_in|txt_in)(_|$)")
+_OUT = re.compile(r"^lora_unet_final_layer(_|$)")
+
+
+def locate(lora_name: str) -> int:
+    """`lora_unet_double_blocks_3_img_attn_qkv` -> 4 (D03); upstream reads the same number from
+    the fifth `_` field of the name."""
+    for pattern, start, size in ((_DOUBLE, 1, NUM_DOUBLE), (_SINGLE, 1 + NUM_DOUBLE, NUM_SINGLE)):
+        match = pattern.match(lora_name)
+        if match is not None:
+            number = int(match.group(1))
+            return start + number if number < size else -1
+    if _IN.match(lora_name):
+        return IN_BLOCK
+    if _OUT.match(lora_name):
+        return OUT_BLOCK
+    return -1
+
+
+FLUX_KEYS = (
+    "double_lr_weight",
+    "single_lr_weight",
+    "double_block_dims",
+    "double_block_alphas",
+    "single_block_dims",
+    "single_block_alphas",
+    # upstream lora_flux's own args
+    "train_blocks",
+    "train_double_block_indices",
+    "train_single_block_indices",
+    "split_qkv",
+    "img_attn_dim",
+    "txt_attn_dim",
+    "img_mlp_dim",
+    "txt_mlp_dim",
+    "img_mod_dim",
+    "txt_mod_dim",
+    "single_dim",
+    "single_mod_dim",
+    "in_dims",
+    "network_reg_dims",
+    "network_reg_lrs",
+    "train_t5xxl",
+    "ggpo_beta",
+    "ggpo_sigma",
+    "verbose",
+)
+
+FLUX = Architecture(
+    name="flux",
+    title="FLUX.1",
+    block_names=NAMES,
+    stacks=(
+        Stack("double", "double_lr_weight", 1, NUM_DOUBLE, dims_key="double_block_dims", alphas_key="double_block_alphas"),
+        Stack("single", "single_lr_weight", 1 + NUM_DOUBLE, NUM_SINGLE, dims_key="single_block_dims", alphas_key="single_block_alphas"),
+    ),
+    moduleless=(OUT_BLOCK,),
+    lbw=LBWVocabulary(
+        forms=(INSPIRE_FLUX, LBW_FLUX),
+        presets=LBW_PRESETS,
+        preset_form=LBW_FLUX,
+        entry_targets=(("CLIP", ("TE1",)), ("T5", ("TE3",)), ("BASE", ("TE1", "TE3", "IN"))),
+        text_encoder_labels=("TE1", "TE3"),
+    ),
+    locate=locate,
+    own_keys=FLUX_KEYS,
+    text_encoder_prefixes=(("lora_te1_", "TE1"), ("lora_te3_", "TE3")),
+    unet_target_classes=("DoubleStreamBlock", "SingleStreamBlock"),
+    text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
+    entry_point="lr_weights.flux",
+)

@@ -1,0 +1,53 @@
+"""SDXL: sd-scripts' own U-Net (LDM names), 23 blocks: EMB, IN00..IN08, M00..M02, OUT00..OUT08, FINAL."""
+
+from __future__ import annotations
+
+import re
+
+from .base import Architecture, LBWVocabulary, Stack
+from .sd import LBW_PRESETS, LBW_SHORT, SD_BLOCK_LIST_KEYS
+from .sd import SD as _SD
+
+NAMES = tuple(["EMB"] + [f"IN{i:02d}" for i in range(9)] + [f"M{i:02d}" for i in range(3)] + [f"OUT{i:02d}" for i in range(9)] + ["FINAL"])
+
+# LBW's SDXL vectors: BLOCKID20 and BLOCKID12; one M00 for sd-scripts' three middle blocks.
+LBW_FULL = ("BASE",) + tuple(f"IN{i:02d}" for i in range(9)) + ("M00",) + tuple(f"OUT{i:02d}" for i in range(9))
+LBW_SHORT_XL = ("BASE", "IN04", "IN05", "IN07", "IN08", "M00") + tuple(f"OUT{i:02d}" for i in range(6))
+
+_PART = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_(\d+)_")
+_BASES = {"input_blocks": 1, "middle_block": 10, "output_blocks": 13}
+
+
+def locate(lora_name: str) -> int:
+    match = _PART.match(lora_name)
+    if match is None:
+        return -1
+    return _BASES[match.group(1)] + int(match.group(2))
+
+
+SDXL = Architecture(
+    name="sdxl",
+    title="SDXL",
+    block_names=NAMES,
+    stacks=(
+        Stack("down", "down_lr_weight", 1, 9),
+        Stack("mid", "mid_lr_weight", 10, 3, presets=False),
+        Stack("up", "up_lr_weight", 13, 9),
+    ),
+    # EMB (time/label embedding) and FINAL (out) are in sd-scripts' list but never hold a module;
+    # input_blocks_0 (IN00) is conv_in.
+    moduleless=(0, 1, 22),
+    lbw=LBWVocabulary(
+        forms=(LBW_SHORT_XL, LBW_FULL),
+        # LBW's presets are SD vectors; on SDXL it applies them by block name, so do we.
+        presets=LBW_PRESETS,
+        preset_form=LBW_SHORT,
+        entry_targets=(("BASE", ("TE",)), ("M00", ("M00", "M01", "M02"))),
+    ),
+    locate=locate,
+    block_list_keys=SD_BLOCK_LIST_KEYS,
+    own_keys=_SD.own_keys,
+    text_encoder_prefixes=_SD.text_encoder_prefixes,
+    unet_target_classes=_SD.unet_target_classes,
+    text_encoder_target_classes=_SD.text_encoder_target_classes,
+)
