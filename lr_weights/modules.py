@@ -55,18 +55,33 @@ class LoRAModule(nn.Module):
         self.fa = fa
         self.lora_dim = dim
         self.kind = layer_kind(base)
-        if self.kind == "linear":
-            self.lora_down = nn.Linear(base.in_features, dim, bias=False)
-            self.lora_up = nn.Linear(dim, base.out_features, bias=False)
-        else:
-            self.lora_down = nn.Conv2d(base.in_channels, dim, base.kernel_size, base.stride, base.padding, bias=False)
-            self.lora_up = nn.Conv2d(dim, base.out_channels, (1, 1), (1, 1), bias=False)
+        self._make_factors(base, dim, fa)
 
         if isinstance(alpha, torch.Tensor):
             alpha = float(alpha.detach().float().item())
         alpha = float(dim) if alpha is None or alpha == 0 else float(alpha)
         self.scale = alpha / dim
         self.register_buffer("alpha", torch.tensor(alpha))
+
+        self.multiplier = multiplier
+        self.dropout = dropout
+        self.rank_dropout = rank_dropout
+        self.module_dropout = module_dropout
+        self.enabled = True
+        # Held in a list so that nn.Module does not register the base layer as our child: its
+        # weights must not appear in our state dict or parameters.
+        self._base: List[nn.Module] = [base]
+        self._base_forward = None
+
+    def _make_factors(self, base: nn.Module, dim: int, fa: bool) -> None:
+        """lora_down / lora_up, built and initialised with upstream's calls in upstream's order (the
+        constructors draw from the RNG too), so that the same seed gives the same tensors."""
+        if self.kind == "linear":
+            self.lora_down = nn.Linear(base.in_features, dim, bias=False)
+            self.lora_up = nn.Linear(dim, base.out_features, bias=False)
+        else:
+            self.lora_down = nn.Conv2d(base.in_channels, dim, base.kernel_size, base.stride, base.padding, bias=False)
+            self.lora_up = nn.Conv2d(dim, base.out_channels, (1, 1), (1, 1), bias=False)
 
         # Same init as upstream (and microsoft/LoRA): a fresh adapter is an exact no-op. LoRA-FA
         # draws down as sd-scripts' networks.lora_fa does (the paper's normal init), so the same
@@ -78,16 +93,6 @@ class LoRAModule(nn.Module):
         else:
             nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
-
-        self.multiplier = multiplier
-        self.dropout = dropout
-        self.rank_dropout = rank_dropout
-        self.module_dropout = module_dropout
-        self.enabled = True
-        # Held in a list so that nn.Module does not register the base layer as our child: its
-        # weights must not appear in our state dict or parameters.
-        self._base: List[nn.Module] = [base]
-        self._base_forward = None
 
     @property
     def base_layer(self) -> nn.Module:

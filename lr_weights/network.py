@@ -38,6 +38,7 @@ class ModulePlan:
     target: Target
     dim: int
     alpha: float
+    split_dims: Optional[Tuple[int, ...]] = None  # FLUX split_qkv: one LoRA per output part
 
 
 def plan_from_settings(settings: NetworkSettings, text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]) -> List[ModulePlan]:

@@ -59,6 +59,8 @@ class TrainingOptions:
     block_lr_weights: Optional[Tuple[float, ...]] = None
     # LBW's BASE (lbw_weights=): multiplies the text-encoder LR; 0 means no text-encoder modules.
     text_encoder_lr_weight: float = 1.0
+    # Per text encoder where the LBW vocabulary names them apart (FLUX: ("TE1", CLIP), ("TE3", T5)).
+    text_encoder_lr_weights: Tuple[Tuple[str, float], ...] = ()
     fa: bool = False  # LoRA-FA: lora_down frozen at init, only lora_up trains
     merge_lr_groups: bool = False  # one optimizer group per distinct LR instead of per block
 
@@ -250,7 +252,9 @@ def parse_training_options(
     common = parse_ratio("loraplus_lr_ratio", kwargs.get("loraplus_lr_ratio"))
     unet_ratio = parse_ratio("loraplus_unet_lr_ratio", kwargs.get("loraplus_unet_lr_ratio"))
     te_ratio = parse_ratio("loraplus_text_encoder_lr_ratio", kwargs.get("loraplus_text_encoder_lr_ratio"))
-    lbw = lbw_training_weights(arch, kwargs)
+    parsed = lbw_training_weights_full(arch, kwargs)
+    lbw = None if parsed is None else (parsed.base, parsed.blocks)
+    per_encoder = () if parsed is None or arch.lbw.text_encoder_labels == ("TE",) else parsed.text_encoders
     return TrainingOptions(
         dropout=dropout,
         rank_dropout=parse_probability("rank_dropout", kwargs.get("rank_dropout")),
@@ -259,6 +263,7 @@ def parse_training_options(
         loraplus_text_encoder_ratio=te_ratio or common,
         block_lr_weights=trainable_block_lr_weights(arch, kwargs) if lbw is None else lbw[1],
         text_encoder_lr_weight=1.0 if lbw is None else lbw[0],
+        text_encoder_lr_weights=per_encoder,
         fa=parse_flag("fa", kwargs.get("fa")),
         merge_lr_groups=parse_flag("merge_lr_groups", kwargs.get("merge_lr_groups")),
     )

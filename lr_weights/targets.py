@@ -94,3 +94,50 @@ def as_text_encoder_list(text_encoder) -> List[nn.Module]:
         return list(text_encoder)
     return [text_encoder]
 
+
+
+# ---- FLUX (sd-scripts networks/lora_flux.py) --------------------------------------------------
+
+FLUX_TEXT_ENCODER_CLASSES = ("T5Attention", "T5DenseGatedActDense")
+FLUX_TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te3")  # CLIP-L, T5-XXL (ComfyUI's names)
+
+
+def is_flux_text_encoder_target_class(class_name: str) -> bool:
+    return class_name in FLUX_TEXT_ENCODER_CLASSES or is_text_encoder_target_class(class_name)
+
+
+def flux_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], train_t5xxl: bool) -> List[Target]:
+    """CLIP-L (`lora_te1_`), then T5-XXL (`lora_te3_`) only with train_t5xxl; a None encoder
+    (Chroma has no CLIP-L) is skipped."""
+    targets = []
+    for index, encoder in enumerate(text_encoders):
+        if encoder is None:
+            continue
+        if index > 0 and not train_t5xxl:
+            break
+        prefix = FLUX_TEXT_ENCODER_PREFIXES[min(index, 1)]
+        for lora_name, layer in _walk(encoder, prefix, is_flux_text_encoder_target_class):
+            targets.append(Target(lora_name, layer, -1, False))
+    return targets
+
+
+def flux_block_targets(flux: Optional[nn.Module], arch: Architecture, classes: Sequence[str]) -> List[Target]:
+    """Every Linear under the given block classes (DoubleStreamBlock, SingleStreamBlock), model order."""
+    if flux is None:
+        return []
+    wanted = tuple(classes)
+    return [Target(name, layer, arch.locate(name), True) for name, layer in _walk(flux, LORA_PREFIX_UNET, lambda c: c in wanted)]
+
+
+def flux_filtered_targets(flux: Optional[nn.Module], arch: Architecture, name_filter: str) -> List[Target]:
+    """Every Linear/Conv2d of the whole model whose LoRA name contains `name_filter` (upstream's in_dims search)."""
+    if flux is None:
+        return []
+    targets = []
+    for child_name, child in flux.named_modules():
+        if not _adaptable(child):
+            continue
+        lora_name = f"{LORA_PREFIX_UNET}.{child_name}".replace(".", "_")
+        if name_filter in lora_name:
+            targets.append(Target(lora_name, child, arch.locate(lora_name), True))
+    return targets
