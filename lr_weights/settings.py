@@ -337,7 +337,7 @@ def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) ->
                 f"weights >= 0: {arch.block_name(index)} gets {weight:g}, which block_lr_zero_threshold={threshold} "
                 "lets through and which would be a negative learning rate",
             )
-    if all(weight == 0 for index, weight in enumerate(weights) if index not in arch.moduleless):
+    if all(weights[index] == 0 for index in arch.trained_blocks()):
         given = " ".join(f"{k}={kwargs[k]}" for k in arch.lr_weight_keys if kwargs.get(k) is not None)
         raise NetworkArgError(
             "block_lr_zero_threshold",

@@ -142,7 +142,8 @@ class Architecture:
         return stack.name, index - stack.start
 
     def trained_blocks(self) -> Tuple[int, ...]:
-        return tuple(i for i in range(self.num_blocks) if i not in self.moduleless)
+        """Blocks that hold modules and that an LR-weight arg addresses (not SDXL EMB, FLUX IN/OUT)."""
+        return tuple(i for stack in self.stacks for i in range(stack.start, stack.stop) if i not in self.moduleless)
 
     @property
     def lr_weight_keys(self) -> Tuple[str, ...]:
