@@ -21,7 +21,7 @@ from .flux_settings import normalise_flux_kwargs, parse_flux_settings
 from .io import load_lora_file
 from .log import ensure_visible
 from .network import plan_from_weights
-from .settings import TrainingOptions, parse_training_options
+from .settings import TrainingOptions, parse_ratio, parse_training_options
 from .targets import flux_block_targets, flux_filtered_targets, flux_text_encoder_targets
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ def create_network(
     te_targets, block_targets, in_targets = find_flux_targets(_encoders(text_encoders), flux, settings)
     plans = plan_flux(settings, te_targets, block_targets, in_targets)
     network = FluxLoRANetwork(plans, settings.options, multiplier=multiplier, settings=settings, reg_lrs=settings.reg_lrs, ggpo=(settings.ggpo_beta, settings.ggpo_sigma))
+    ratios = [parse_ratio(key, kwargs.get(key)) for key in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")]
+    if any(r is not None for r in ratios):
+        network.set_loraplus_lr_ratio(*ratios)
     if settings.ggpo:
         logger.info("LoRA-GGPO training sigma: %s beta: %s", settings.ggpo_sigma, settings.ggpo_beta)
     log_created(network, f"network (train_blocks={settings.train_blocks}{', split_qkv' if settings.split_qkv else ''}{', T5-XXL' if settings.train_t5xxl else ''})")

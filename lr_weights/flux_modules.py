@@ -69,6 +69,9 @@ class FluxLoRAModule(LoRAModule):
         self._split_dims = None if split_dims is None else tuple(int(d) for d in split_dims)
         super().__init__(lora_name, base, dim, alpha, multiplier, dropout, rank_dropout, module_dropout)
         self.split_dims = self._split_dims
+        if alpha is None or (not isinstance(alpha, torch.Tensor) and alpha == 0):
+            # Upstream stores the rank itself, an integer tensor, and saves it so: keep the file's bytes.
+            self.alpha = torch.tensor(dim)
         self.ggpo_beta = ggpo_beta
         self.ggpo_sigma = ggpo_sigma
         self.combined_weight_norms: Optional[torch.Tensor] = None

@@ -72,6 +72,20 @@ class FluxLoRANetwork(LoRANetwork):
         self.flux_settings = settings
         self.reg_lrs = tuple(reg_lrs)
         self.split_qkv = any(split is not None for split in splits.values())
+        # flux_train_network.py reads network.train_t5xxl (whether T5 must be run, not cached).
+        self.train_t5xxl = any(m.lora_name.startswith("lora_te3_") for m in self.text_encoder_loras)
+        self.train_blocks = "all" if settings is None else settings.train_blocks
+
+        # upstream's attributes for the LoRA+ ratios, as given (set_loraplus_lr_ratio keeps them)
+        self.loraplus_lr_ratio: Optional[float] = None
+        self.loraplus_unet_lr_ratio: Optional[float] = None
+        self.loraplus_text_encoder_lr_ratio: Optional[float] = None
+
+    def set_loraplus_lr_ratio(self, loraplus_lr_ratio=None, loraplus_unet_lr_ratio=None, loraplus_text_encoder_lr_ratio=None) -> None:
+        self.loraplus_lr_ratio = loraplus_lr_ratio
+        self.loraplus_unet_lr_ratio = loraplus_unet_lr_ratio
+        self.loraplus_text_encoder_lr_ratio = loraplus_text_encoder_lr_ratio
+        super().set_loraplus_lr_ratio(loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio)
 
     # ---- optimizer groups --------------------------------------------------------------------
 

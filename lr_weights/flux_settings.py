@@ -177,7 +177,10 @@ def _reg_dim(key: str, text: str, pair: str) -> int:
 
 
 def _reg_lr(key: str, text: str, pair: str) -> float:
-    lr = parse_float(key, text, what="regex=lr with a learning rate >= 0")
+    try:
+        lr = parse_float(key, text)
+    except NetworkArgError:
+        lr = -1.0
     if lr < 0:
         raise NetworkArgError(key, pair, "regex=lr with a learning rate >= 0")
     return lr
