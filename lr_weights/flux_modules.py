@@ -71,7 +71,7 @@ class FluxLoRAModule(LoRAModule):
         self.split_dims = self._split_dims
         if alpha is None or (not isinstance(alpha, torch.Tensor) and alpha == 0):
             # Upstream stores the rank itself, an integer tensor, and saves it so: keep the file's bytes.
-            self.alpha = torch.tensor(dim)
+            self.alpha = torch.tensor(dim, device="cpu")
         self.ggpo_beta = ggpo_beta
         self.ggpo_sigma = ggpo_sigma
         self.combined_weight_norms: Optional[torch.Tensor] = None

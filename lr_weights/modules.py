@@ -61,7 +61,8 @@ class LoRAModule(nn.Module):
             alpha = float(alpha.detach().float().item())
         alpha = float(dim) if alpha is None or alpha == 0 else float(alpha)
         self.scale = alpha / dim
-        self.register_buffer("alpha", torch.tensor(alpha))
+        # On the CPU even under a meta-device context (`plan` on 12B models): tables read it.
+        self.register_buffer("alpha", torch.tensor(alpha, device="cpu"))
 
         self.multiplier = multiplier
         self.dropout = dropout
