@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .fused import split_lora_linear
 from .modules import LoRAModule
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,10 @@ class FluxLoRAModule(LoRAModule):
             if torch.rand(1) < self.module_dropout:
                 return out
         scale = self.multiplier * self.scale
+        if self.split_dims is not None and x.dim() in (2, 3) and not (self.training and (self.dropout is not None or self.rank_dropout is not None)):
+            downs = [down.weight for down in self.lora_down]
+            ups = [up.weight for up in self.lora_up]
+            return split_lora_linear(out, x, downs, ups, self.split_dims, scale)
         if self.split_dims is None:  # GGPO's perturbed training forward
             h = self.lora_down(x)
             if self.dropout is not None and self.training:

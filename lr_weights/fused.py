@@ -67,3 +67,71 @@ class _LoRALinear(torch.autograd.Function):
 def lora_linear(out: torch.Tensor, x: torch.Tensor, down: torch.Tensor, up: torch.Tensor, scale: float) -> torch.Tensor:
     """`out + scale · (x @ downᵀ) @ upᵀ` for x of shape (..., in) and out of shape (..., out_features)."""
     return _LoRALinear.apply(out, x, down, up, float(scale))
+
+
+class _SplitLoRALinear(torch.autograd.Function):
+    """split_qkv's k LoRAs of one fused Linear (one per output part) as one node.
+
+    The k downs act as one (k·r, in) matrix, so x is read once (one mm instead of k); each part's
+    up adds into its columns of `out` inside an addmm. Backward mirrors _LoRALinear per part.
+    """
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, x: torch.Tensor, scale: float, sizes: Tuple[int, ...], *factors: torch.Tensor) -> torch.Tensor:
+        parts = len(sizes)
+        downs, ups = factors[:parts], factors[parts:]
+        dtype = out.dtype
+        rank = downs[0].shape[0]
+        x2d = x.reshape(-1, x.shape[-1]).to(dtype)
+        down = torch.cat([d.to(dtype) for d in downs], dim=0)
+        h = torch.mm(x2d, down.t())
+        out2d = out.reshape(-1, out.shape[-1])
+        columns, start = [], 0
+        for j, size in enumerate(sizes):
+            columns.append(torch.addmm(out2d[:, start : start + size], h[:, j * rank : (j + 1) * rank], ups[j].to(dtype).t(), alpha=scale))
+            start += size
+        y = torch.cat(columns, dim=1)
+        ctx.scale, ctx.sizes, ctx.rank = scale, sizes, rank
+        ctx.x_shape, ctx.x_dtype, ctx.dtype = x.shape, x.dtype, dtype
+        ctx.factor_dtypes = [f.dtype for f in factors]
+        downs_train = any(ctx.needs_input_grad[4 : 4 + parts])
+        # The downs are saved as themselves (weights), not as their concatenation, which would be a
+        # (k·r, in) activation more than upstream keeps; backward concatenates them again.
+        ctx.save_for_backward(x2d if downs_train else None, h, *downs, *ups)
+        return y.view(out.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        parts, rank, scale = len(ctx.sizes), ctx.rank, ctx.scale
+        x2d, h, *factors = ctx.saved_tensors
+        downs, ups = factors[:parts], factors[parts:]
+        need = ctx.needs_input_grad
+        need_x, need_downs, need_ups = need[1], any(need[4 : 4 + parts]), need[4 + parts :]
+        g = grad.reshape(-1, grad.shape[-1]).to(ctx.dtype)
+        slices, start = [], 0
+        for size in ctx.sizes:
+            slices.append(slice(start, start + size))
+            start += size
+        grad_x = None
+        grad_downs = [None] * parts
+        grad_ups = [None] * parts
+        if need_x or need_downs:
+            grad_h = torch.cat(
+                [torch.addmm(h[:, j * rank : (j + 1) * rank], g[:, slices[j]], ups[j].to(ctx.dtype), beta=0, alpha=scale) for j in range(parts)], dim=1
+            )
+            if need_downs:
+                grad_down = grad_h.t().mm(x2d)
+                grad_downs = [chunk.to(ctx.factor_dtypes[j]) for j, chunk in enumerate(grad_down.split(rank, dim=0))]
+            if need_x:
+                down = torch.cat([d.to(ctx.dtype) for d in downs], dim=0)
+                grad_x = grad_h.mm(down).view(ctx.x_shape).to(ctx.x_dtype)
+        for j in range(parts):
+            if need_ups[j]:
+                up = ups[j].to(ctx.dtype)
+                grad_ups[j] = torch.addmm(up, g[:, slices[j]].t(), h[:, j * rank : (j + 1) * rank], beta=0, alpha=scale).to(ctx.factor_dtypes[parts + j])
+        return (grad if need[0] else None, grad_x, None, None, *grad_downs, *grad_ups)
+
+
+def split_lora_linear(out: torch.Tensor, x: torch.Tensor, downs, ups, sizes: Tuple[int, ...], scale: float) -> torch.Tensor:
+    """`out + scale · [(x @ down_jᵀ) @ up_jᵀ]_j` (parts concatenated along the output features)."""
+    return _SplitLoRALinear.apply(out, x, float(scale), tuple(sizes), *downs, *ups)
