@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from .blocks import LORA_PREFIX_UNET, SD, SDXL, Architecture, block_index
+from .blocks import FLUX, LORA_PREFIX_UNET, SD, SDXL, Architecture, block_index
 from .errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ModuleInfo:
 class LoraSummary:
     path: str
     file_bytes: int
-    model: str  # sd1 | sd2 | sdxl
+    model: str  # sd1 | sd2 | sdxl | flux
     arch: Architecture
     dtypes: List[str]
     metadata: Dict[str, str]
@@ -93,7 +93,7 @@ class LoraSummary:
 
 
 def _te_label(name: str) -> str:
-    for prefix, label in (("lora_te1_", "TE1"), ("lora_te2_", "TE2")):
+    for prefix, label in (("lora_te1_", "TE1"), ("lora_te2_", "TE2"), ("lora_te3_", "TE3")):
         if name.startswith(prefix):
             return label
     return "TE"
@@ -121,8 +121,10 @@ def _kind(down: torch.Tensor) -> str:
 
 
 def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]]) -> str:
-    """sd1, sd2 or sdxl from module names (and one attention shape to tell SD1 from SD2)."""
+    """sd1, sd2, sdxl or flux from module names (and one attention shape to tell SD1 from SD2)."""
     names = list(names)
+    if any(n.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_")) for n in names):
+        return "flux"
     if any(n.startswith(("lora_te1_", "lora_te2_")) or _SDXL_UNET.match(n) for n in names):
         return "sdxl"
     layers = [int(m.group(1)) for m in (_TE_LAYER.match(n) for n in names) if m]
@@ -132,6 +134,10 @@ def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]
         if name.endswith("attn2_to_k") and name.startswith(LORA_PREFIX_UNET):
             return "sd2" if shapes(name)[1] == 1024 else "sd1"
     return "sd1"
+
+
+def architecture_of_model(model: str) -> Architecture:
+    return {"sdxl": SDXL, "flux": FLUX}.get(model, SD)
 
 
 def _module_names(keys: Iterable[str]) -> Tuple[List[str], List[str]]:
@@ -181,7 +187,7 @@ def read_summary(path: str, progress: Optional[Progress] = None, model: Optional
         _check_names(path, names, keys)
         key_set = set(keys)
         model = model or model_of_names(names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()))
-        arch = SDXL if model == "sdxl" else SD
+        arch = architecture_of_model(model)
         modules = []
         dtypes = set()
         iterator = progress(names, len(names), "inspect") if progress else names
@@ -232,7 +238,7 @@ def bake(
         names, ignored = _module_names(keys)
         _check_names(path, names, keys)
         model = model or model_of_names(names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()))
-        arch = SDXL if model == "sdxl" else SD
+        arch = architecture_of_model(model)
         weights = parse_lbw(arch, lbw, key="--lbw")
         key_set = set(keys)
         tensors: Dict[str, torch.Tensor] = {}
@@ -249,6 +255,9 @@ def bake(
                     weight, label = 1.0, "unknown"
                 else:
                     weight, label = weights.blocks[block], arch.block_name(block)
+            elif arch is FLUX:
+                label = arch.text_encoder_label(name)
+                weight = weights.text_encoder(label)
             else:
                 weight, label = weights.base, "BASE"
             scaled[label] = weight
@@ -267,7 +276,7 @@ def bake(
         logger.warning("%s: %d U-Net modules are in no known %s block and keep weight 1, e.g. %s", path, len(unknown), arch.name.upper(), unknown[0])
     if not tensors:
         raise NetworkArgError("--lbw", lbw, f"a vector that keeps at least one module: every module of {path} has weight 0")
-    applied = lbw_vector(arch, weights.blocks, weights.base) if not (arch.is_sdxl and len(set(weights.mid)) > 1) else lbw
+    applied = lbw_vector(arch, weights.blocks, weights.base, text_encoders=dict(weights.text_encoders)) if not (arch.is_sdxl and len(set(weights.mid)) > 1) else lbw
     previous = metadata.get("lr_weights_baked_lbw")
     metadata["lr_weights_baked_lbw"] = applied if previous is None else previous + " ; " + applied
     metadata["lr_weights_baked_from"] = os.path.basename(os.fspath(path)) + (f" (sshs_model_hash {metadata['sshs_model_hash']})" if "sshs_model_hash" in metadata else "")

@@ -230,3 +230,29 @@ def test_rank_larger_than_a_layer_names_the_arg():
     with pytest.raises(NetworkArgError) as error:
         make(img_attn_dim="64")
     assert error.value.key == "img_attn_dim" and "lora_unet_double_blocks_0_img_attn_qkv" in str(error.value)
+
+
+def test_inspect_and_bake_a_flux_file(tmp_path):
+    from safetensors.torch import load_file
+
+    from lr_weights.lora_file import bake, read_summary
+
+    network, _, _ = make(train_t5xxl="True")
+    randomise(network)
+    path = tmp_path / "flux.safetensors"
+    network.save_weights(str(path), None, {})
+    summary = read_summary(str(path))
+    assert summary.model == "flux" and summary.arch is FLUX
+    rows = {row["block"]: row for row in summary.block_rows()}
+    assert rows["D00"]["modules"] == 10 and rows["S37"]["modules"] == 3 and rows["TE3"]["modules"] == 14
+    # CLIP x0.5, T5 dropped, D00 x0.25, S00 dropped, everything else x1
+    vector = ["0.5", "0", "1", "0.25"] + ["1"] * 18 + ["0"] + ["1"] * 37 + ["1"]
+    out = tmp_path / "baked.safetensors"
+    result = bake(str(path), str(out), ",".join(vector))
+    before, after = load_file(str(path)), load_file(str(out))
+    assert not any(k.startswith(("lora_te3_", "lora_unet_single_blocks_0_")) for k in after)
+    key = "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight"
+    assert torch.equal(after[key], before[key] * 0.25)
+    key = "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"
+    assert torch.equal(after[key], before[key] * 0.5)
+    assert result.dropped == 14 + 3
