@@ -19,9 +19,12 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
     """A subcommand parser whose --help shows the module's docstring and its examples."""
     import argparse
 
-    return subparsers.add_parser(
+    parser = subparsers.add_parser(
         name, help=help_text, description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    # An error found while running (not while parsing) still shows this subcommand's usage.
+    parser.set_defaults(usage=parser.format_usage)
+    return parser
 
 
 def architecture(name: str) -> Architecture:
