@@ -167,6 +167,8 @@ def test_no_writer_bypasses_the_atomic_writer():
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             code = line.split("#", 1)[0]
+            if "os.devnull" in code:  # discarding output is not writing a file
+                continue
             if any(pattern.search(code) for pattern in _BYPASSES):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert not offenders, "write files through lr_weights.io.atomic_write_bytes:\n" + "\n".join(offenders)
