@@ -8,12 +8,13 @@ imports sd-scripts.
 
 from __future__ import annotations
 
-from typing import Optional
-
-import torch
+from typing import TYPE_CHECKING, Optional
 
 from .archs import ARCHITECTURES, FLUX, SD, SDXL, get_architecture
 from .archs.base import Architecture, LBWVocabulary, Stack
+
+if TYPE_CHECKING:  # the CLI's --help imports this module and must not pay for torch
+    import torch
 
 LORA_PREFIX_UNET = "lora_unet"
 LORA_PREFIX_TEXT_ENCODER = "lora_te"
@@ -39,7 +40,7 @@ def block_index(lora_name: str, arch: Architecture) -> int:
     return arch.locate(lora_name)
 
 
-def detect_architecture(unet: Optional[torch.nn.Module]) -> Architecture:
+def detect_architecture(unet: "Optional[torch.nn.Module]") -> Architecture:
     """SDXL when the U-Net has sd-scripts' SDXL layout, SD1/SD2 otherwise.
 
     sd-scripts decides by `isinstance(unet, SdxlUNet2DConditionModel)`; importing that class would

@@ -9,7 +9,6 @@ weights.py, lbw.py) with the FLUX architecture.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from .archs import FLUX
 from .archs.flux import FLUX_KEYS, NUM_DOUBLE, NUM_SINGLE
 from .errors import NetworkArgError
-from .settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, parse_alpha, parse_int, parse_training_options, refuse_foreign_keys
+from .settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, near_miss, parse_alpha, parse_int, parse_training_options, refuse_foreign_keys
 from .weights import parse_float
 
 logger = logging.getLogger(__name__)
@@ -206,9 +205,9 @@ def normalise_flux_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     for key in list(args):
         if key in KNOWN_FLUX_KEYS:
             continue
-        close = difflib.get_close_matches(key, sorted(KNOWN_FLUX_KEYS), n=1, cutoff=0.85)
+        close = near_miss(key, KNOWN_FLUX_KEYS)
         if close:
-            raise NetworkArgError(key, args[key], f"a known network arg; did you mean {close[0]}?")
+            raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")
         logger.warning("network arg %s=%r is not used by lr_weights.flux and is ignored.", key, args[key])
     for key in NO_EFFECT_KEYS:
         if args.get(key) is not None:

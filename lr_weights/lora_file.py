@@ -140,6 +140,20 @@ def architecture_of_model(model: str) -> Architecture:
     return {"sdxl": SDXL, "flux": FLUX}.get(model, SD)
 
 
+def choose_model(path: str, names: List[str], shapes: Callable[[str], Tuple[int, ...]], given: Optional[str]) -> str:
+    """The model read off the names, or `given` (--arch) when it has the same block layout.
+
+    SD1 and SD2 share their blocks, so --arch may pick between them; relabelling a file as another
+    layout (SD as SDXL, FLUX as SD, ...) would put every module in no block, so that is refused.
+    """
+    found = model_of_names(names, shapes)
+    if given is not None and architecture_of_model(given) is not architecture_of_model(found):
+        raise NetworkArgError(
+            "--arch", given, f"the architecture of {path}, whose module names are {found}'s (leave --arch out to use them)"
+        )
+    return given or found
+
+
 def _module_names(keys: Iterable[str]) -> Tuple[List[str], List[str]]:
     names: Dict[str, None] = {}
     ignored = []
@@ -186,7 +200,7 @@ def read_summary(path: str, progress: Optional[Progress] = None, model: Optional
         names, ignored = _module_names(keys)
         _check_names(path, names, keys)
         key_set = set(keys)
-        model = model or model_of_names(names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()))
+        model = choose_model(path, names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()), model)
         arch = architecture_of_model(model)
         modules = []
         dtypes = set()
@@ -237,7 +251,7 @@ def bake(
         metadata = dict(handle.metadata() or {})
         names, ignored = _module_names(keys)
         _check_names(path, names, keys)
-        model = model or model_of_names(names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()))
+        model = choose_model(path, names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()), model)
         arch = architecture_of_model(model)
         weights = parse_lbw(arch, lbw, key="--lbw")
         key_set = set(keys)
