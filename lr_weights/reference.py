@@ -1,4 +1,4 @@
-"""Reference models for planning: sd-scripts' SD1/SD2/SDXL module trees without weights.
+"""Reference models for planning: sd-scripts' SD1/SD2/SDXL and FLUX.1-dev module trees without weights.
 
 The skeletons in `lr_weights/data/` were recorded from sd-scripts' own model classes (names, class
 names, layer shapes). Rebuilt on the `meta` device they cost no memory and need no download, and
@@ -18,7 +18,7 @@ import torch
 if TYPE_CHECKING:
     from .blocks import Architecture
 
-MODELS = ("sd1", "sd2", "sdxl")
+MODELS = ("sd1", "sd2", "sdxl", "flux")
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -35,6 +35,8 @@ def build_reference_model(model: str) -> Tuple[Any, torch.nn.Module]:
         raise ValueError(f"model {model!r} is not known: expected one of {', '.join(MODELS)}")
     if model == "sdxl":
         return [_skeleton("sdxl_te1"), _skeleton("sdxl_te2")], _skeleton("sdxl_unet")
+    if model == "flux":  # FLUX.1-dev, CLIP-L and T5-XXL as flux_utils builds them (12B never allocated)
+        return [_skeleton("flux_te1"), _skeleton("flux_te3")], _skeleton("flux_dev")
     return _skeleton(f"{model}_te"), _skeleton(f"{model}_unet")
 
 
@@ -61,6 +63,8 @@ def skipped_weight_init() -> Iterator[None]:
 
 
 def _model_from_keys(keys: List[str], source: str) -> str:
+    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys):
+        return "flux"
     if any(k.startswith(("conditioner.embedders.1.", "model.diffusion_model.label_emb.")) for k in keys):
         return "sdxl"
     if any(k.startswith("model.diffusion_model.") for k in keys):
@@ -105,7 +109,10 @@ def model_of_checkpoint(path: str) -> str:
 def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset":
     """The block indices that hold at least one adapter module, found the way a network finds its
     targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
-    from .targets import unet_targets
+    from .targets import flux_block_targets, unet_targets
 
+    if arch.name == "flux":
+        _, flux = build_reference_model("flux")
+        return frozenset(t.block for t in flux_block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
     _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
     return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)

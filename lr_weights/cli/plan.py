@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   lr-weights plan --gui-config my_lora.json
   lr-weights plan --model sd_xl_base_1.0.safetensors --network_args conv_dim=8 block_lr_zero_threshold=0.5 down_lr_weight=linear
   lr-weights plan --gui-config my_lora.json --json > plan.json
+  lr-weights plan --arch flux --network_dim 16 --network_alpha 16 --unet_lr 1e-4 \\
+      --network_args "double_lr_weight=sine+.25" "single_lr_weight=cosine" "block_lr_zero_threshold=0.3"
 """
 
 SD_SCRIPTS_DEFAULT_LR = 2e-6  # train_util's --learning_rate default
@@ -35,16 +37,18 @@ _MODULES = {
     "networks.lora": "lr_weights.lora",
     "lr_weights.dylora": "lr_weights.dylora",
     "networks.dylora": "lr_weights.dylora",
+    "lr_weights.flux": "lr_weights.flux",
+    "networks.lora_flux": "lr_weights.flux",
 }
 
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
-    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl"), help="architecture (default: from --model or the config, else sd1)")
+    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl", "flux"), help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
-    parser.add_argument("--network-module", "--network_module", dest="network_module", help="lr_weights.lora (default) or lr_weights.dylora")
+    parser.add_argument("--network-module", "--network_module", dest="network_module", help="lr_weights.lora (default), lr_weights.dylora, or lr_weights.flux (the default for --arch flux)")
     parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
     parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
     parser.add_argument("--network-args", "--network_args", dest="network_args", nargs="*", default=None, metavar="KEY=VALUE")
@@ -130,8 +134,14 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         if unset:
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
     module = settings.get("network_module")
+    if module is None and arch == "flux":
+        module = "lr_weights.flux"
     if module not in _MODULES:
-        raise NetworkArgError("network_module", module, "lr_weights.lora or lr_weights.dylora (networks.lora / networks.dylora are planned as those)")
+        raise NetworkArgError(
+            "network_module", module, "lr_weights.lora, lr_weights.dylora or lr_weights.flux (networks.lora / networks.dylora / networks.lora_flux are planned as those)"
+        )
+    if (_MODULES[module] == "lr_weights.flux") != (arch == "flux"):
+        raise NetworkArgError("network_module", module, f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.lora / dylora the SD family")
     return arch, _MODULES[module], settings, notes
 
 

@@ -116,3 +116,26 @@ def test_alias_errors_blame_the_name_given(cli):
     result = cli("plan", "--arch", "sd1", "--network_args", "conv_dims=4")
     assert result.code == 2
     assert "conv_dims='4'" in result.err and "conv_block_dims" not in result.err.split("is not valid")[0]
+
+
+def test_flux_dev_blocks_counts_and_groups(cli):
+    result, plan = plan_json(
+        cli, "--arch", "flux", "--network_dim", "16", "--network_alpha", "16", "--unet_lr", "1e-4",
+        "--network_args", "double_lr_weight=sine+.25", "single_lr_weight=cosine", "block_lr_zero_threshold=0.3",
+    )
+    assert result.code == 0 and plan["network_module"] == "lr_weights.flux"
+    rows = {r["name"]: r for r in plan["rows"]}
+    # upstream lora_flux on FLUX.1-dev at dim 16 (flux_dev_counts.json): 10 modules / 2,260,992
+    # params per double block, 3 / 884,736 per single block, CLIP-L 72 / 2,654,208
+    assert rows["D01"]["modules"] == 10 and rows["D01"]["params"] == 2_260_992
+    assert rows["S00"]["modules"] == 3 and rows["S00"]["params"] == 884_736
+    assert rows["TE"]["modules"] == 72 and rows["TE"]["params"] == 2_654_208
+    assert rows["D00"]["status"] == "pruned" and rows["S30"]["status"] == "pruned" and rows["S29"]["status"] == "train"
+    assert [r["name"] for r in plan["rows"]][1:] == ["IN"] + [f"D{i:02d}" for i in range(19)] + [f"S{i:02d}" for i in range(38)] + ["OUT"]
+    groups = {g["description"]: g["lr"] for g in plan["groups"]}
+    assert groups["unet D18"] == pytest.approx(1.25e-4) and "unet D00" not in groups
+
+
+def test_flux_module_and_arch_must_agree(cli):
+    result = cli("plan", "--arch", "flux", "--network_module", "lr_weights.lora")
+    assert result.code != 0 and "network_module" in result.err
