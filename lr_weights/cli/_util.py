@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from ..blocks import SD, SDXL, Architecture
 from ..errors import NetworkArgError
 
-ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl")
+ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl", "flux")
 
 
 def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: str):
@@ -28,8 +28,10 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
 
 
 def architecture(name: str) -> Architecture:
-    """sd, sd1 and sd2 share the block layout; sdxl has its own."""
-    return SDXL if name == "sdxl" else SD
+    """sd, sd1 and sd2 share the block layout; sdxl and flux have their own (lr_weights/archs/)."""
+    from ..archs import get_architecture
+
+    return get_architecture(name)
 
 
 def parse_pairs(pairs: Sequence[str], option: str) -> Dict[str, str]:

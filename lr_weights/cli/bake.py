@@ -25,11 +25,11 @@ EXAMPLES = """examples:
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "bake", "scale a LoRA file's blocks by LBW weights and write a new LoRA", __doc__, EXAMPLES)
     parser.add_argument("file", metavar="LORA.safetensors")
-    parser.add_argument("--lbw", required=True, metavar="VECTOR|PRESET", help="LBW vector (SD 17/26, SDXL 12/20 values, BASE first) or preset")
+    parser.add_argument("--lbw", required=True, metavar="VECTOR|PRESET", help="LBW vector (SD 17/26, SDXL 12/20 values, BASE first; FLUX 61: CLIP, T5, IN, D00..D18, S00..S37, OUT, or 58: BASE, D.., S..) or preset")
     parser.add_argument("-o", "--output", metavar="OUT.safetensors", help="the new file")
     parser.add_argument("--in-place", action="store_true", help="replace the input file (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
-    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl"), help="override the architecture read from the key names")
+    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl", "flux"), help="override the architecture read from the key names")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 

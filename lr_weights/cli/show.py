@@ -21,7 +21,7 @@ from ..blocks import Architecture
 from ..errors import NetworkArgError
 from ..lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
 from ..settings import near_miss, parse_int, trainable_block_lr_weights
-from ..weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_block_lr_weights
+from ..weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_stack_lr_weights
 from ._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
 
 EXAMPLES = """examples:
@@ -33,6 +33,8 @@ EXAMPLES = """examples:
   lr-weights show lbw=1,0,0,0,0,0,0,0,1,1,1,0,0,0,0,0,0 --format json
   lr-weights show --arch sdxl down=0,0,0,1,1,1,1,1,1 mid=1 up=cosine --format lbw
   lr-weights show down=sine up=cosine --plot weights.png
+  lr-weights show --arch flux double=sine+.25 single=cosine threshold=0.3 --unet-lr 1e-4 --plot flux.png
+  lr-weights show --arch flux FLUXALL --format sd-scripts
 """
 
 _KEYS = {
@@ -47,6 +49,10 @@ _KEYS = {
     "lbw": "lbw_weights",
     "lbw_weights": "lbw_weights",
     "conv_dim": "conv_dim",
+    "double": "double_lr_weight",
+    "double_lr_weight": "double_lr_weight",
+    "single": "single_lr_weight",
+    "single_lr_weight": "single_lr_weight",
 }
 BARE = "bare spec"  # a down/up value given without a key
 
@@ -57,11 +63,11 @@ def register(subparsers) -> None:
         "specs", nargs="+", metavar="SPEC",
         help="KEY=VALUE (down, mid, up, threshold, lbw, conv_dim, or the network_args names), an LBW preset/vector, or a bare down/up spec such as sine+.25",
     )
-    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2) or sdxl (default sd)")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl or flux (double=, single=; default sd)")
     parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
     parser.add_argument("--threshold", default=None, help="block_lr_zero_threshold (a block trains only if its weight > threshold)")
     parser.add_argument("--format", choices=("table", "lbw", "sd-scripts", "json"), default="table", help="output format (default table)")
-    parser.add_argument("--lbw-length", type=int, default=None, help="with --format lbw: the vector length (SD 17/26, SDXL 12/20; default the full one)")
+    parser.add_argument("--lbw-length", type=int, default=None, help="with --format lbw: the vector length (SD 17/26, SDXL 12/20, FLUX 58/61; default the full one)")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw the weights per block (needs matplotlib)")
     parser.add_argument("--plot-size", default="1000x400", metavar="WxH", help="PNG size in pixels (default 1000x400)")
     parser.set_defaults(run=run)
@@ -77,8 +83,12 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
                 hint = f"did you mean {close}? " if close else ""
                 raise NetworkArgError(key, value, f"a known KEY ({hint}KEY is one of {', '.join(sorted(set(_KEYS)))})")
             key = _KEYS[key.strip()]
-        elif spec.strip().upper() in LBW_PRESETS or spec.count(",") + 1 in lbw_lengths(arch):
+            if key.endswith("_lr_weight") and key not in arch.lr_weight_keys or key == "conv_dim" and arch.name == "flux":
+                raise NetworkArgError(key, value, f"one of {', '.join(arch.lr_weight_keys)} for {arch.name.upper()} (see --arch)")
+        elif arch.lbw.preset(spec.strip()) is not None or spec.count(",") + 1 in lbw_lengths(arch):
             key, value = "lbw_weights", spec
+        elif arch.name == "flux":
+            raise NetworkArgError("SPEC", spec, "KEY=VALUE for FLUX (double=..., single=..., threshold=..., lbw=...), an LBW FLUX preset (FLUXALL) or a 58/61-value vector")
         else:
             key, value = BARE, spec
             try:
@@ -92,8 +102,8 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
         if key in given:
             raise NetworkArgError(key, value, f"one value (it is given twice: {given[key]!r} and {value!r})")
         given[key] = value
-    if "lbw_weights" in given and any(k in given for k in ("down_lr_weight", "mid_lr_weight", "up_lr_weight", BARE)):
-        raise NetworkArgError("lbw_weights", given["lbw_weights"], "either an LBW vector or down/mid/up lists, not both")
+    if "lbw_weights" in given and any(k in given for k in arch.lr_weight_keys + (BARE,)):
+        raise NetworkArgError("lbw_weights", given["lbw_weights"], f"either an LBW vector or {'/'.join(s.name for s in arch.stacks)} lists, not both")
     if BARE in given and ("down_lr_weight" in given or "up_lr_weight" in given):
         raise NetworkArgError(
             "SPEC", given[BARE], "either a bare down/up spec (used for both) or down=/up=, not both; write down=... or up=... for each"
@@ -122,8 +132,8 @@ def format_bare(arch: Architecture, spec: str, values: List[float]) -> str:
     return "\n".join(lines)
 
 
-def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[float], Tuple[float, ...]]:
-    """(BASE or None, per-block weights after the threshold) for the parsed specs."""
+def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[Dict[str, float]], Tuple[float, ...]]:
+    """(text-encoder weights by LBW label, or None; per-block weights after the threshold)."""
     base = None
     args = dict(given)
     args.pop("conv_dim", None)
@@ -132,21 +142,25 @@ def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[float], 
         args["down_lr_weight"] = args["up_lr_weight"] = bare
     if "lbw_weights" in args:
         weights = parse_lbw(arch, args.pop("lbw_weights"))
-        base = weights.base
+        base = dict(weights.text_encoders)
+        outside = {i: w for i, w in enumerate(weights.blocks) if arch.stack_of(i) is None}  # FLUX IN/OUT
         args.update(block_weights_to_network_args(arch, weights.blocks))
-    flat = resolve_block_lr_weights(arch, args.get("down_lr_weight"), args.get("mid_lr_weight"), args.get("up_lr_weight"), args.get("block_lr_zero_threshold"))
+    flat = resolve_stack_lr_weights(arch, args, args.get("block_lr_zero_threshold"))
     if flat is None:
         flat = tuple([1.0] * arch.num_blocks)
+    if base is not None and arch.name == "flux":
+        flat = tuple(outside.get(i, w) for i, w in enumerate(flat))
     return base, flat
 
 
 def rows(
-    arch: Architecture, base: Optional[float], flat: Tuple[float, ...], unet_lr: Optional[float], holding: "BlocksWithModules"
+    arch: Architecture, base: Optional[Dict[str, float]], flat: Tuple[float, ...], unet_lr: Optional[float], holding: "BlocksWithModules"
 ) -> List[dict]:
     """One row per block; statuses as the per-block table of `plan` and of the module say them."""
     result = []
-    if base is not None:
-        result.append({"block": "BASE", "index": None, "weight": base, "lr": None, "status": "text encoder"})
+    names = {"TE": "BASE", "TE1": "CLIP", "TE3": "T5"}
+    for label, weight in (base or {}).items():
+        result.append({"block": names.get(label, label), "index": None, "weight": weight, "lr": None, "status": "text encoder"})
     for index, weight in enumerate(flat):
         if weight == 0:
             status = "pruned"
@@ -204,7 +218,7 @@ def plot_blocks(path: str, arch: Architecture, table: List[dict], unet_lr: Optio
         values, ylabel, what = [r["weight"] for r in table], "LR weight (x unet_lr)", "LR weights"
     else:
         values, ylabel, what = [unet_lr * r["weight"] for r in table], "effective U-Net LR", f"LRs at unet_lr {unet_lr:g}"
-    save_bar_chart(path, [r["block"] for r in table], [("weight", values)], f"{arch.name.upper()} block {what}", ylabel, size, xlabel="U-Net block", kinds=kinds)
+    save_bar_chart(path, [r["block"] for r in table], [("weight", values)], f"{arch.name.upper()} block {what}", ylabel, size, xlabel="U-Net block" if arch.name != "flux" else "FLUX block", kinds=kinds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{arch.name.upper()} block weights" + (f", unet lr {args.unet_lr:g}" if args.unet_lr is not None else ""))
         print(format_table(table, args.unet_lr))
     elif args.format == "lbw":
-        print(lbw_vector(arch, flat, 1.0 if base is None else base, args.lbw_length))
+        print(lbw_vector(arch, flat, 1.0, args.lbw_length, text_encoders=base))
     elif args.format == "sd-scripts":
         network_args = network_args_of(arch, flat, given)
         print("--network_args " + " ".join(f'"{k}={v}"' for k, v in network_args.items()))
@@ -249,8 +263,9 @@ def run(args: argparse.Namespace) -> int:
         document = {
             "arch": arch.name,
             "unet_lr": args.unet_lr,
-            "base": base,
-            "blocks": table if base is None else table[1:],
+            "base": None if base is None else next(iter(base.values())),
+            "text_encoders": base,
+            "blocks": [r for r in table if r["index"] is not None],
             "network_args": network_args_of(arch, flat, given),
             "trains": problem is None,
         }

@@ -201,3 +201,37 @@ def test_missing_output_folders_fail_before_any_work(cli, trained, tmp_path, mon
     monkeypatch.setattr(lora_file, "read_summary", lambda *a, **k: pytest.fail("inspect ran"))
     result = cli("inspect", trained, "--plot", tmp_path / "missing" / "p.png")
     assert result.code == 2 and "--plot=" in result.err and "does not exist" in result.err
+
+
+@pytest.fixture
+def flux_file(tmp_path):
+    import torch
+
+    from lr_weights import flux as lora_flux
+    from lr_weights.tiny_flux import build_tiny_flux
+
+    encoders, model = build_tiny_flux()
+    torch.manual_seed(0)
+    network = lora_flux.create_network(1.0, 4, 2, None, encoders, model, train_t5xxl="True")
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            parameter.normal_()
+    path = tmp_path / "flux.safetensors"
+    network.save_weights(str(path), None, {})
+    return path
+
+
+def test_inspect_and_bake_flux(cli, flux_file, tmp_path):
+    document = inspect_json(cli, flux_file)
+    rows = {r["block"]: r for r in document["blocks"]}
+    assert document["arch"] == "flux" and rows["D00"]["modules"] == 10 and rows["S37"]["modules"] == 3
+    assert rows["TE1"]["modules"] == 12 and rows["TE3"]["modules"] == 14
+    vector = ",".join(["1", "0", "1"] + ["0.5"] * 19 + ["0"] * 38 + ["1"])
+    out = tmp_path / "baked.safetensors"
+    result = cli("bake", flux_file, "--lbw", vector, "-o", out, "--no-progress")
+    assert result.code == 0, result.err
+    baked = {r["block"]: r for r in inspect_json(cli, out)["blocks"]}
+    # T5 and every single block dropped; double blocks at half their change
+    assert "TE3" not in baked and not any(name.startswith("S") for name in baked)
+    assert baked["D03"]["norm"] == pytest.approx(0.5 * rows["D03"]["norm"], rel=1e-5)
+    assert cli("bake", flux_file, "--lbw", "OUTD", "-o", tmp_path / "x.safetensors", "--no-progress").code != 0

@@ -198,3 +198,29 @@ def test_plot_into_a_missing_folder_fails_before_any_work(cli, tmp_path):
     assert result.code == 2
     assert f"--plot='{tmp_path / 'missing' / 'w.png'}'" in result.err and "does not exist" in result.err
     assert result.out == ""
+
+
+def test_flux_stacks_threshold_and_lrs(cli):
+    result = cli("show", "--arch", "flux", "double=sine+.25", "single=cosine", "threshold=0.3", "--unet-lr", "1e-4", "--format", "json")
+    assert result.code == 0, result.err
+    document = json.loads(result.out)
+    blocks = {b["block"]: b for b in document["blocks"]}
+    assert [b["block"] for b in document["blocks"]] == ["IN"] + [f"D{i:02d}" for i in range(19)] + [f"S{i:02d}" for i in range(38)] + ["OUT"]
+    assert blocks["D00"]["status"] == "pruned" and blocks["D18"]["lr"] == pytest.approx(1.25e-4)
+    assert blocks["S37"]["status"] == "pruned" and blocks["S00"]["status"] == "train" and blocks["IN"]["status"] == "no modules"
+    assert set(document["network_args"]) == {"double_lr_weight", "single_lr_weight"}
+
+
+def test_flux_lbw_vector_names_both_encoders(cli):
+    vector = ",".join(["0.5", "0", "1"] + ["0.5"] * 19 + ["1"] * 38 + ["1"])
+    result = cli("show", "--arch", "flux", vector, "--format", "json")
+    document = json.loads(result.out)
+    assert document["text_encoders"] == {"TE1": 0.5, "TE3": 0.0}
+    assert cli("show", "--arch", "flux", vector, "--format", "lbw").out.strip() == vector
+
+
+def test_flux_refuses_sd_keys_and_bare_specs(cli):
+    result = cli("show", "--arch", "flux", "down=sine")
+    assert result.code != 0 and "double_lr_weight, single_lr_weight" in result.err
+    result = cli("show", "--arch", "flux", "sine")
+    assert result.code != 0 and "double=" in result.err
