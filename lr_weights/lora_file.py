@@ -23,6 +23,9 @@ from .errors import NetworkArgError
 logger = logging.getLogger(__name__)
 
 _SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
+# diffusers / PEFT / ai-toolkit files (FLUX LoRAs are often shared so): lora_A = down, lora_B = up.
+_PEFT_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".alpha")
+_DIFFUSERS_UNET_PREFIXES = ("transformer.",)
 _SDXL_UNET = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_")
 _TE_LAYER = re.compile(r"^lora_te_text_model_encoder_layers_(\d+)_")
 
@@ -93,7 +96,7 @@ class LoraSummary:
 
 
 def _te_label(name: str) -> str:
-    for prefix, label in (("lora_te1_", "TE1"), ("lora_te2_", "TE2"), ("lora_te3_", "TE3")):
+    for prefix, label in (("lora_te1_", "TE1"), ("lora_te2_", "TE2"), ("lora_te3_", "TE3"), ("text_encoder_2.", "TE3"), ("text_encoder.", "TE1")):
         if name.startswith(prefix):
             return label
     return "TE"
@@ -123,7 +126,8 @@ def _kind(down: torch.Tensor) -> str:
 def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]]) -> str:
     """sd1, sd2, sdxl or flux from module names (and one attention shape to tell SD1 from SD2)."""
     names = list(names)
-    if any(n.startswith(("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_")) for n in names):
+    flux_prefixes = ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_", "transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
+    if any(n.startswith(flux_prefixes) for n in names):
         return "flux"
     if any(n.startswith(("lora_te1_", "lora_te2_")) or _SDXL_UNET.match(n) for n in names):
         return "sdxl"
@@ -158,13 +162,23 @@ def _module_names(keys: Iterable[str]) -> Tuple[List[str], List[str]]:
     names: Dict[str, None] = {}
     ignored = []
     for key in keys:
-        for suffix in _SUFFIXES:
+        for suffix in _SUFFIXES + _PEFT_SUFFIXES[:2]:
             if key.endswith(suffix):
                 names[key[: -len(suffix)]] = None
                 break
         else:
             ignored.append(key)
     return list(names), ignored
+
+
+def _module_keys(name: str, keys) -> Tuple[str, str, str]:
+    """(down key, up key, alpha key) of a module, in the file's naming (sd-scripts or PEFT)."""
+    suffixes = _PEFT_SUFFIXES if name + _PEFT_SUFFIXES[0] in keys or name + _PEFT_SUFFIXES[1] in keys else _SUFFIXES
+    return tuple(name + s for s in suffixes)
+
+
+def _is_unet(name: str) -> bool:
+    return name.startswith(LORA_PREFIX_UNET) or name.startswith(_DIFFUSERS_UNET_PREFIXES)
 
 
 def _open(path: str):
@@ -186,7 +200,8 @@ def _check_names(path: str, names: List[str], keys: List[str]) -> None:
 
 
 def _check_complete(path: str, name: str, keys) -> None:
-    has_down, has_up = name + ".lora_down.weight" in keys, name + ".lora_up.weight" in keys
+    down_key, up_key, _ = _module_keys(name, keys)
+    has_down, has_up = down_key in keys, up_key in keys
     if not (has_down and has_up):
         missing = "no lora_up" if has_down else "no lora_down"
         raise ValueError(f"{path}: module {name} has {missing} tensor (a damaged or non-LoRA file)")
@@ -207,7 +222,7 @@ def read_summary(path: str, progress: Optional[Progress] = None, model: Optional
         iterator = progress(names, len(names), "inspect") if progress else names
         for name in iterator:
             _check_complete(path, name, key_set)
-            down_key, up_key, alpha_key = (name + s for s in _SUFFIXES)
+            down_key, up_key, alpha_key = _module_keys(name, key_set)
             down = handle.get_tensor(down_key)
             up = handle.get_tensor(up_key)
             dtypes.add(str(down.dtype).replace("torch.", ""))
@@ -217,7 +232,7 @@ def read_summary(path: str, progress: Optional[Progress] = None, model: Optional
                 norm = delta_norm(down, up, alpha / dim)
             except (RuntimeError, ValueError) as error:
                 raise ValueError(f"{path}: module {name} has shapes that do not fit together ({error})") from None
-            is_unet = name.startswith(LORA_PREFIX_UNET)
+            is_unet = _is_unet(name)
             block = block_index(name, arch) if is_unet else -1
             modules.append(ModuleInfo(name, block, is_unet, _kind(down), dim, alpha, norm))
     return LoraSummary(os.fspath(path), os.path.getsize(path), model, arch, sorted(dtypes), metadata, modules, ignored)
@@ -262,7 +277,7 @@ def bake(
         iterator = progress(names, len(names), "bake") if progress else names
         for name in iterator:
             _check_complete(path, name, key_set)
-            if name.startswith(LORA_PREFIX_UNET):
+            if _is_unet(name):
                 block = block_index(name, arch)
                 if block < 0:
                     unknown.append(name)
@@ -270,18 +285,19 @@ def bake(
                 else:
                     weight, label = weights.blocks[block], arch.block_name(block)
             elif arch is FLUX:
-                label = arch.text_encoder_label(name)
+                label = _te_label(name)
                 weight = weights.text_encoder(label)
             else:
                 weight, label = weights.base, "BASE"
             scaled[label] = weight
-            module_keys = [name + s for s in _SUFFIXES if name + s in key_set]
+            module_keys = [key for key in _module_keys(name, key_set) if key in key_set]
+            up_key = module_keys[1] if len(module_keys) > 1 else None
             if weight == 0:
                 dropped += 1
                 continue
             for key in module_keys:
                 tensor = handle.get_tensor(key)
-                if key.endswith(".lora_up.weight") and weight != 1:
+                if key == up_key and weight != 1:
                     tensor = (tensor.float() * weight).to(tensor.dtype)
                 tensors[key] = tensor
     if ignored:

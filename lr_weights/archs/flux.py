@@ -38,17 +38,30 @@ _IN = re.compile(r"^lora_unet_(img_in|time_in|vector_in|guidance_in|txt_in)(_|$)
 _OUT = re.compile(r"^lora_unet_final_layer(_|$)")
 
 
+# diffusers / ai-toolkit names of the same layers (FluxTransformer2DModel), as shared LoRA files use them.
+_DIFFUSERS_DOUBLE = re.compile(r"^transformer\.transformer_blocks\.(\d+)\.")
+_DIFFUSERS_SINGLE = re.compile(r"^transformer\.single_transformer_blocks\.(\d+)\.")
+_DIFFUSERS_IN = re.compile(r"^transformer\.(x_embedder|context_embedder|time_text_embed)\b")
+_DIFFUSERS_OUT = re.compile(r"^transformer\.(norm_out|proj_out)\b")
+
+
 def locate(lora_name: str) -> int:
     """`lora_unet_double_blocks_3_img_attn_qkv` -> 4 (D03); upstream reads the same number from
-    the fifth `_` field of the name."""
-    for pattern, start, size in ((_DOUBLE, 1, NUM_DOUBLE), (_SINGLE, 1 + NUM_DOUBLE, NUM_SINGLE)):
+    the fifth `_` field of the name. diffusers names (`transformer.transformer_blocks.3.attn.to_q`)
+    map to the same blocks."""
+    for pattern, start, size in (
+        (_DOUBLE, 1, NUM_DOUBLE),
+        (_SINGLE, 1 + NUM_DOUBLE, NUM_SINGLE),
+        (_DIFFUSERS_DOUBLE, 1, NUM_DOUBLE),
+        (_DIFFUSERS_SINGLE, 1 + NUM_DOUBLE, NUM_SINGLE),
+    ):
         match = pattern.match(lora_name)
         if match is not None:
             number = int(match.group(1))
             return start + number if number < size else -1
-    if _IN.match(lora_name):
+    if _IN.match(lora_name) or _DIFFUSERS_IN.match(lora_name):
         return IN_BLOCK
-    if _OUT.match(lora_name):
+    if _OUT.match(lora_name) or _DIFFUSERS_OUT.match(lora_name):
         return OUT_BLOCK
     return -1
 

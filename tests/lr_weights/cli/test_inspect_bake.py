@@ -235,3 +235,28 @@ def test_inspect_and_bake_flux(cli, flux_file, tmp_path):
     assert "TE3" not in baked and not any(name.startswith("S") for name in baked)
     assert baked["D03"]["norm"] == pytest.approx(0.5 * rows["D03"]["norm"], rel=1e-5)
     assert cli("bake", flux_file, "--lbw", "OUTD", "-o", tmp_path / "x.safetensors", "--no-progress").code != 0
+
+
+def test_inspect_and_bake_diffusers_named_flux(cli, tmp_path):
+    """ai-toolkit / diffusers FLUX files: transformer.transformer_blocks.N / single_transformer_blocks.N,
+    lora_A (down) / lora_B (up), no alpha (alpha = rank)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name in ("transformer.transformer_blocks.0.attn.to_q", "transformer.transformer_blocks.18.ff.net.2", "transformer.single_transformer_blocks.5.proj_out"):
+        tensors[name + ".lora_A.weight"] = torch.randn(4, 16, generator=g)
+        tensors[name + ".lora_B.weight"] = torch.randn(16, 4, generator=g)
+    path = tmp_path / "aitk.safetensors"
+    save_file(tensors, str(path))
+    rows = {r["block"]: r for r in inspect_json(cli, path)["blocks"]}
+    assert set(rows) == {"D00", "D18", "S05"} and rows["D00"]["dims"] == [4] and rows["D00"]["alphas"] == [4.0]
+    vector = ",".join(["1", "1", "1"] + ["0.5"] * 19 + ["0"] * 38 + ["1"])
+    out = tmp_path / "baked.safetensors"
+    assert cli("bake", path, "--lbw", vector, "-o", out, "--no-progress").code == 0
+    baked = load_file(str(out))
+    assert set(baked) == {k for k in tensors if "single" not in k}
+    key = "transformer.transformer_blocks.0.attn.to_q.lora_B.weight"
+    assert torch.equal(baked[key], tensors[key] * 0.5)
+    assert torch.equal(baked[key.replace("lora_B", "lora_A")], tensors[key.replace("lora_B", "lora_A")])
