@@ -302,10 +302,9 @@ def build_tiny_flux(seed: int = 0, cfg: FluxConfig = FluxConfig(), chroma: bool 
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        with torch.device(device):
-            clip = None if chroma else CLIPTextModel(TextEncoderConfig(width=cfg.vec_in_dim, layers=2, heads=2)).eval()
-            t5 = T5EncoderModel(T5Config(width=cfg.context_in_dim, ff=2 * cfg.context_in_dim)).eval()
-            flux = Flux(cfg).eval()
+        clip = None if chroma else CLIPTextModel(TextEncoderConfig(width=cfg.vec_in_dim, layers=2, heads=2)).eval().to(device)
+        t5 = T5EncoderModel(T5Config(width=cfg.context_in_dim, ff=2 * cfg.context_in_dim)).eval().to(device)
+        flux = Flux(cfg).eval().to(device)
         return [clip, t5], flux
     finally:
         torch.random.set_rng_state(state)
