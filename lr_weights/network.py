@@ -413,12 +413,17 @@ class LoRANetwork(nn.Module):
 
     def module_facts(self) -> List[ModuleFacts]:
         return [
-            ModuleFacts(self.block_of(m), m.lora_name in self._unet_blocks, m.kind, m.lora_dim, float(m.alpha), sum(p.numel() for p in m.parameters()))
+            ModuleFacts(
+                self.block_of(m), m.lora_name in self._unet_blocks, m.kind, m.lora_dim, float(m.alpha), sum(p.numel() for p in m.parameters()),
+                self.arch.text_encoder_label(m.lora_name),
+            )
             for m in self.all_loras
         ]
 
     def block_table(self) -> List[BlockRow]:
-        return build_block_table(self.arch, self.module_facts(), self.options.block_lr_weights, self._zero_dim_blocks())
+        return build_block_table(
+            self.arch, self.module_facts(), self.options.block_lr_weights, self._zero_dim_blocks(), dict(self.options.text_encoder_lr_weights)
+        )
 
     def _zero_dim_blocks(self) -> List[int]:
         """Blocks that keep an LR weight > 0 but were given dim 0 (block_dims / conv_block_dims)."""

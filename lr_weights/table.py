@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .blocks import Architecture
 
@@ -35,6 +35,7 @@ class ModuleFacts:
     dim: int
     alpha: float
     params: int
+    text_encoder: str = "TE"  # the encoder's label (FLUX: TE1 = CLIP-L, TE3 = T5-XXL)
 
 
 def _dims(facts: Sequence[ModuleFacts]) -> str:
@@ -43,9 +44,17 @@ def _dims(facts: Sequence[ModuleFacts]) -> str:
 
 
 def build_block_table(
-    arch: Architecture, modules: Sequence[ModuleFacts], block_lr_weights: Optional[Sequence[float]], zero_dim_blocks: Sequence[int] = ()
+    arch: Architecture,
+    modules: Sequence[ModuleFacts],
+    block_lr_weights: Optional[Sequence[float]],
+    zero_dim_blocks: Sequence[int] = (),
+    text_encoder_weights: Optional[Mapping[str, float]] = None,
 ) -> List[BlockRow]:
-    """`zero_dim_blocks`: blocks whose LR weight is > 0 but whose dims are all 0, so nothing in them trains."""
+    """`zero_dim_blocks`: blocks whose LR weight is > 0 but whose dims are all 0, so nothing in them trains.
+
+    Text encoders are one `TE` row, or one row per encoder where the architecture's LBW vocabulary
+    names them apart (FLUX: CLIP, T5), with `text_encoder_weights` (label -> LR weight).
+    """
 
     def row(block: int, name: str, facts: List[ModuleFacts], weight: float) -> BlockRow:
         linear = [f for f in facts if f.kind != "conv"]
@@ -61,7 +70,14 @@ def build_block_table(
         return BlockRow(block, name, len(facts), sum(f.params for f in facts), weight, _dims(linear), _dims(conv), status)
 
     te = [m for m in modules if not m.is_unet]
-    rows = [row(-1, "TE", te, 1.0)] if te else []
+    labels = arch.lbw.text_encoder_labels
+    if labels == ("TE",):
+        rows = [row(-1, "TE", te, 1.0)] if te else []
+    else:
+        weights = text_encoder_weights or {}
+        names = {"TE1": "CLIP", "TE3": "T5"}
+        rows = [row(-1, names.get(label, label), [m for m in te if m.text_encoder == label], weights.get(label, 1.0)) for label in labels]
+        rows = [r for r in rows if r.modules or r.lr_weight == 0]
     by_block: Dict[int, List[ModuleFacts]] = {}
     for fact in modules:
         if fact.is_unet:
@@ -82,7 +98,7 @@ def format_block_table(rows: Sequence[BlockRow], unet_lr: Optional[float] = None
     for r in rows:
         cells = [r.name, "" if r.block < 0 else str(r.block), str(r.modules), f"{r.params:,}", f"{r.lr_weight:.4g}"]
         if unet_lr is not None:
-            cells.append("" if r.name == "TE" else f"{unet_lr * r.lr_weight:.3g}")
+            cells.append("" if r.block < 0 and r.name != "unknown" else f"{unet_lr * r.lr_weight:.3g}")
         cells += [r.linear or "-", r.conv or "-", r.status]
         lines.append(tuple(cells))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -138,7 +138,7 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         module = "lr_weights.flux"
     if module not in _MODULES:
         raise NetworkArgError(
-            "network_module", module, "lr_weights.lora, lr_weights.dylora or lr_weights.flux (networks.lora / networks.dylora / networks.lora_flux are planned as those)"
+            "network_module", module, "lr_weights.lora or lr_weights.dylora, or lr_weights.flux for --arch flux (networks.lora / networks.dylora / networks.lora_flux are planned as those)"
         )
     if (_MODULES[module] == "lr_weights.flux") != (arch == "flux"):
         raise NetworkArgError("network_module", module, f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.lora / dylora the SD family")

@@ -129,7 +129,7 @@ def test_flux_dev_blocks_counts_and_groups(cli):
     # params per double block, 3 / 884,736 per single block, CLIP-L 72 / 2,654,208
     assert rows["D01"]["modules"] == 10 and rows["D01"]["params"] == 2_260_992
     assert rows["S00"]["modules"] == 3 and rows["S00"]["params"] == 884_736
-    assert rows["TE"]["modules"] == 72 and rows["TE"]["params"] == 2_654_208
+    assert rows["CLIP"]["modules"] == 72 and rows["CLIP"]["params"] == 2_654_208 and "T5" not in rows
     assert rows["D00"]["status"] == "pruned" and rows["S30"]["status"] == "pruned" and rows["S29"]["status"] == "train"
     assert [r["name"] for r in plan["rows"]][1:] == ["IN"] + [f"D{i:02d}" for i in range(19)] + [f"S{i:02d}" for i in range(38)] + ["OUT"]
     groups = {g["description"]: g["lr"] for g in plan["groups"]}
