@@ -17,7 +17,7 @@ from .assembly import log_created
 from .flux_modules import FluxLoRAModule
 from .flux_network import FluxLoRANetwork
 from .flux_plan import find_flux_targets, plan_flux
-from .flux_settings import normalise_flux_kwargs, parse_flux_settings
+from .flux_settings import normalise_flux_kwargs, parse_flux_settings, parse_regex_pairs, reg_lr
 from .io import load_lora_file
 from .log import ensure_visible
 from .network import plan_from_weights
@@ -88,9 +88,7 @@ def create_network_from_weights(
         logger.warning("%s: %d modules match no layer of this model and are ignored, e.g. %s", file or "weights", len(unmatched), ", ".join(unmatched[:3]))
     reg_lrs = ()
     if args.get("network_reg_lrs") is not None and not for_inference:
-        from .flux_settings import _reg_lr, parse_regex_pairs
-
-        reg_lrs = parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], _reg_lr)
+        reg_lrs = parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], reg_lr)
     network = FluxLoRANetwork(plans, options, multiplier=multiplier, reg_lrs=reg_lrs)
     log_created(network, "network from weights")
     return network, weights_sd

@@ -175,7 +175,7 @@ def _reg_dim(key: str, text: str, pair: str) -> int:
         raise NetworkArgError(key, pair, "regex=dim with a whole number >= 0") from None
 
 
-def _reg_lr(key: str, text: str, pair: str) -> float:
+def reg_lr(key: str, text: str, pair: str) -> float:
     try:
         lr = parse_float(key, text)
     except NetworkArgError:
@@ -229,7 +229,7 @@ def parse_flux_settings(network_dim: Any, network_alpha: Any, kwargs: Mapping[st
     type_dims = tuple(None if args.get(key) is None else parse_int(key, args[key]) for key, _ in TYPE_DIM_KEYS)
     in_dims = None if args.get("in_dims") is None else parse_in_dims(args["in_dims"])
     reg_dims = () if args.get("network_reg_dims") is None else parse_regex_pairs("network_reg_dims", args["network_reg_dims"], _reg_dim)
-    reg_lrs = () if args.get("network_reg_lrs") is None else parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], _reg_lr)
+    reg_lrs = () if args.get("network_reg_lrs") is None else parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], reg_lr)
 
     ggpo = {}
     for key in ("ggpo_beta", "ggpo_sigma"):

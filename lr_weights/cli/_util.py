@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..blocks import SD, SDXL, Architecture
+from ..blocks import Architecture
 from ..errors import NetworkArgError
 
 ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl", "flux")
