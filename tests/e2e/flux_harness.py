@@ -139,14 +139,16 @@ def preset_weights(spec: str, length: int) -> List[float]:
 
 
 def upstream_block_lr_args(
-    double: Sequence[float], single: Sequence[float], unet_lr: float, threshold: Optional[float] = None
+    double: Sequence[float], single: Sequence[float], unet_lr: float, threshold: float = 0.0
 ) -> List[str]:
-    """network_args for upstream networks.lora_flux that mean "LR = unet_lr * w per block", and,
-    with a threshold, "no modules in blocks whose w <= threshold" (via the block indices)."""
+    """network_args for upstream networks.lora_flux that mean "LR = unet_lr * w per block" and
+    "no modules in blocks whose w <= threshold" (the block indices; added only when a block is
+    pruned). The threshold defaults to 0, as block_lr_zero_threshold does: a weight of 0 (e.g.
+    block 0 of `linear`) means no modules, not modules frozen at their initial values."""
     pairs = [f"lora_unet_double_blocks_{i}_={unet_lr * w!r}" for i, w in enumerate(double)]
     pairs += [f"lora_unet_single_blocks_{i}_={unet_lr * w!r}" for i, w in enumerate(single)]
     args = ["network_reg_lrs=" + ",".join(pairs)]
-    if threshold is not None:
+    if any(w <= threshold for w in list(double) + list(single)):
 
         def kept(ws: Sequence[float]) -> str:
             idx = [str(i) for i, w in enumerate(ws) if w > threshold]
@@ -154,6 +156,28 @@ def upstream_block_lr_args(
 
         args += [f"train_double_block_indices={kept(double)}", f"train_single_block_indices={kept(single)}"]
     return args
+
+
+def upstream_block_dims_args(double_dims: Sequence[int], single_dims: Sequence[int]) -> List[str]:
+    """Per-block dims as upstream network_reg_dims (one regex per block; alpha stays network_alpha)."""
+    pairs = [f"lora_unet_double_blocks_{i}_={d}" for i, d in enumerate(double_dims)]
+    pairs += [f"lora_unet_single_blocks_{i}_={d}" for i, d in enumerate(single_dims)]
+    return ["network_reg_dims=" + ",".join(pairs)]
+
+
+def upstream_lbw_args(weights: Sequence[float], unet_lr: float, te_lr: float) -> List[str]:
+    """LBW's 61-value FLUX vector (CLIP, T5, IN, D00-D18, S00-S37, OUT) as upstream network_reg_lrs:
+    CLIP scales the CLIP-L LR, T5 the T5 LR, IN the in_dims modules, D/S the blocks (OUT, the final
+    layer, has no LoRA modules)."""
+    if len(weights) != 3 + NUM_DOUBLE + NUM_SINGLE + 1:
+        raise ValueError(f"expected 61 weights, got {len(weights)}")
+    clip, t5, inw = weights[0], weights[1], weights[2]
+    double, single = weights[3 : 3 + NUM_DOUBLE], weights[3 + NUM_DOUBLE : 3 + NUM_DOUBLE + NUM_SINGLE]
+    pairs = [f"lora_te1_={te_lr * clip!r}", f"lora_te3_={te_lr * t5!r}"]
+    pairs.append(f"lora_unet_(img_in|time_in|vector_in|guidance_in|txt_in)={unet_lr * inw!r}")
+    pairs += [f"lora_unet_double_blocks_{i}_={unet_lr * w!r}" for i, w in enumerate(double)]
+    pairs += [f"lora_unet_single_blocks_{i}_={unet_lr * w!r}" for i, w in enumerate(single)]
+    return ["network_reg_lrs=" + ",".join(pairs)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ if SD_DIR is None or not (SD_DIR / "flux_train_network.py").is_file():
 UPSTREAM = "networks.lora_flux"
 CANDIDATE = os.environ.get("LRW_E2E_FLUX_CANDIDATE", "lr_weights.flux")
 TOL = float(os.environ.get("LRW_E2E_TOL", "1e-5"))
-UNET_LR = 1e-3  # the harness passes --learning_rate and --unet_lr 1e-3
+UNET_LR = 1e-3  # the harness passes --learning_rate and --unet_lr 1e-3 (text encoders: default_lr, the same)
 
 SINE25 = harness.preset_weights("sine+.25", harness.NUM_DOUBLE)
 COSINE25 = harness.preset_weights("cosine+.25", harness.NUM_SINGLE)
@@ -45,6 +45,11 @@ SINE = harness.preset_weights("sine", harness.NUM_DOUBLE)
 COSINE = harness.preset_weights("cosine", harness.NUM_SINGLE)
 LINEAR = harness.preset_weights("linear", harness.NUM_DOUBLE)
 REVLIN5 = harness.preset_weights("reverse_linear+.5", harness.NUM_SINGLE)
+
+DOUBLE_DIMS = [(2, 4, 8)[i % 3] for i in range(harness.NUM_DOUBLE)]
+SINGLE_DIMS = [(8, 2, 4, 6)[i % 4] for i in range(harness.NUM_SINGLE)]
+# LBW FLUX vector: CLIP, T5, IN, D00-D18, S00-S37, OUT
+LBW = [0.5, 1.0, 0.75] + [0.5 + 0.025 * i for i in range(harness.NUM_DOUBLE)] + [1.0 - 0.02 * j for j in range(harness.NUM_SINGLE)] + [1.0]
 
 # name: (candidate network_args, upstream network_args or None for "the same")
 CASES = {
@@ -70,6 +75,16 @@ CASES = {
     "block_lr_loraplus": (
         ["double_lr_weight=linear", "single_lr_weight=reverse_linear+.5", "loraplus_unet_lr_ratio=4"],
         harness.upstream_block_lr_args(LINEAR, REVLIN5, UNET_LR) + ["loraplus_unet_lr_ratio=4"],
+    ),
+    # (f) per-block dims (upstream: one network_reg_dims regex per block; alpha = network_alpha)
+    "block_dims": (
+        ["double_block_dims=" + ",".join(map(str, DOUBLE_DIMS)), "single_block_dims=" + ",".join(map(str, SINGLE_DIMS))],
+        harness.upstream_block_dims_args(DOUBLE_DIMS, SINGLE_DIMS),
+    ),
+    # (g) an LBW FLUX vector (61 values) with in_dims: CLIP scales CLIP-L's LR, IN the in_dims modules
+    "lbw_in_dims": (
+        ["in_dims=4,4,4,4,4", "lbw_weights=" + ",".join(repr(w) for w in LBW)],
+        ["in_dims=4,4,4,4,4"] + harness.upstream_lbw_args(LBW, UNET_LR, UNET_LR),
     ),
 }
 
