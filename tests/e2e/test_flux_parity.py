@@ -51,7 +51,7 @@ SINGLE_DIMS = [(8, 2, 4, 6)[i % 4] for i in range(harness.NUM_SINGLE)]
 # LBW FLUX vector: CLIP, T5, IN, D00-D18, S00-S37, OUT
 LBW = [0.5, 1.0, 0.75] + [0.5 + 0.025 * i for i in range(harness.NUM_DOUBLE)] + [1.0 - 0.02 * j for j in range(harness.NUM_SINGLE)] + [1.0]
 
-# name: (candidate network_args, upstream network_args or None for "the same")
+# name: (candidate network_args, upstream network_args or None for "the same"[, extra trainer args])
 CASES = {
     # (a) plain LoRA: CLIP-L + every double/single block Linear
     "plain": ([], None),
@@ -86,6 +86,9 @@ CASES = {
         ["in_dims=4,4,4,4,4", "lbw_weights=" + ",".join(repr(w) for w in LBW)],
         ["in_dims=4,4,4,4,4"] + harness.upstream_lbw_args(LBW, UNET_LR, UNET_LR),
     ),
+    # (h) random forward paths must draw the same random numbers in the same order
+    "ggpo": (["ggpo_beta=0.01", "ggpo_sigma=0.03"], None),
+    "dropouts": (["rank_dropout=0.1", "module_dropout=0.1"], None, ["--network_dropout", "0.1"]),
 }
 
 
@@ -143,10 +146,11 @@ def test_upstream_block_lr_emulation_changes_training(workspace):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_upstream(workspace, candidate_available, case):
-    candidate_args, upstream_args = CASES[case]
+    candidate_args, upstream_args, *extra = CASES[case]
     upstream_args = candidate_args if upstream_args is None else upstream_args
-    ref = workspace.train(UPSTREAM, upstream_args, out_name=f"{case}__upstream")
-    got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate")
+    extra_args = extra[0] if extra else ()
+    ref = workspace.train(UPSTREAM, upstream_args, out_name=f"{case}__upstream", extra_args=extra_args)
+    got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate", extra_args=extra_args)
     res, detail = _compare(workspace, ref, got, f"{case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})")
     print(f"{case}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors ({candidate_available})")
     assert res["max_abs_diff"] <= TOL, f"{case}: max abs diff {res['max_abs_diff']:.3g} > {TOL}\n{detail}"
