@@ -286,7 +286,6 @@ def block_label(key: str) -> str:
 
 def compare_files(a: str, b: str) -> dict:
     """sd_scripts_harness.compare_files plus the max abs diff per block and per tensor kind."""
-    import torch
     from safetensors.torch import load_file
 
     res = sd_harness.compare_files(a, b)
@@ -305,7 +304,6 @@ def compare_files(a: str, b: str) -> dict:
     res["max_abs_diff_by_tensor_kind"] = by_kind
     res["blocks_in_a"] = sorted({block_label(k) for k in ta})
     res["blocks_in_b"] = sorted({block_label(k) for k in tb})
-    del torch
     return res
 
 

@@ -38,7 +38,6 @@ def _load_state_dict(ckpt_path, dtype, device, state_dict):
 
 
 def install_tiny_models(cfg: dict) -> None:
-    import torch
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from library import flux_models, flux_utils
@@ -70,7 +69,6 @@ def install_tiny_models(cfg: dict) -> None:
 
     flux_utils.load_clip_l = load_clip_l
     flux_utils.load_t5xxl = load_t5xxl
-    del torch
 
 
 def main() -> None:
