@@ -1,0 +1,101 @@
+"""Run sd-scripts' flux_train_network.py on the tiny FLUX that flux_harness.py builds.
+
+    python run_flux_sd_scripts.py --tiny-config MODEL_DIR/tiny_config.json -- /path/to/sd-scripts/flux_train_network.py --arg ...
+
+sd-scripts takes FLUX's block counts from the checkpoint but its widths from
+`library.flux_models.configs`, and builds CLIP-L, T5-XXL and the AE from fixed configs. Before the
+training script runs (unchanged, as `__main__` in this process, from its own directory) this
+wrapper points those at the tiny sizes in tiny_config.json:
+
+* `flux_models.configs["dev"|"schnell"]`: FluxParams and AutoEncoderParams replaced (used by
+  `flux_utils.load_flow_model` and `flux_utils.load_ae`);
+* `flux_utils.load_clip_l` / `flux_utils.load_t5xxl`: same signature, but build a tiny
+  CLIPTextModel / T5EncoderModel from the config before loading the checkpoint.
+
+Everything else (trainer, strategies, network module) is the real code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import runpy
+import sys
+
+
+def _load_state_dict(ckpt_path, dtype, device, state_dict):
+    if state_dict is not None:
+        return state_dict
+    from safetensors.torch import load_file
+
+    sd = load_file(ckpt_path, device=str(device))
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    return sd
+
+
+def install_tiny_models(cfg: dict) -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from library import flux_models, flux_utils
+
+    for name, spec in list(flux_models.configs.items()):
+        params = flux_models.FluxParams(**dict(cfg["flux"], guidance_embed=spec.params.guidance_embed))
+        flux_models.configs[name] = dataclasses.replace(
+            spec, params=params, ae_params=flux_models.AutoEncoderParams(**cfg["ae"])
+        )
+
+    def load_clip_l(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
+        clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
+        info = clip.load_state_dict(_load_state_dict(ckpt_path, dtype, device, state_dict), strict=True)
+        if dtype is not None:
+            clip = clip.to(dtype)
+        print(f"LRW_E2E tiny CLIP-L loaded: {info}", flush=True)
+        return clip
+
+    def load_t5xxl(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
+        t5 = T5EncoderModel(T5Config(**cfg["t5"]))
+        info = t5.load_state_dict(_load_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
+        # Only the tied input embedding may be absent from the file (it is "shared").
+        if info.unexpected_keys or set(info.missing_keys) - {"encoder.embed_tokens.weight"}:
+            raise RuntimeError(f"tiny T5 checkpoint mismatch: {info}")
+        if dtype is not None:
+            t5 = t5.to(dtype)
+        print(f"LRW_E2E tiny T5 loaded: {info}", flush=True)
+        return t5
+
+    flux_utils.load_clip_l = load_clip_l
+    flux_utils.load_t5xxl = load_t5xxl
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if "--" not in argv:
+        raise SystemExit("usage: run_flux_sd_scripts.py --tiny-config JSON -- SCRIPT [ARGS...]")
+    sep = argv.index("--")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tiny-config", required=True)
+    opts = ap.parse_args(argv[:sep])
+    script, script_args = os.path.abspath(argv[sep + 1]), argv[sep + 2 :]
+    with open(opts.tiny_config, encoding="utf-8") as handle:
+        cfg = json.load(handle)
+
+    sd_dir = os.path.dirname(script)
+    os.chdir(sd_dir)
+    sys.path.insert(0, sd_dir)
+    install_tiny_models(cfg)
+
+    if "--network_module" in script_args:
+        name = script_args[script_args.index("--network_module") + 1]
+        spec = importlib.util.find_spec(name)
+        print(f"LRW_E2E_NETWORK_MODULE {name} -> {spec.origin if spec else None}", flush=True)
+
+    sys.argv = [script, *script_args]
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
