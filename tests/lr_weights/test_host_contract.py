@@ -181,6 +181,7 @@ def base_weights_on_grid(*models):
         for layer in model.modules():
             if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
                 on_grid(layer.weight, 22)
+                assert layer.weight.abs().max() < 1.5  # + |ΔW| <= 4 · 2⁻⁴ · 1 · 1/4 stays < 2
 
 
 def test_merge_to_equals_the_patched_forward(tmp_path):
