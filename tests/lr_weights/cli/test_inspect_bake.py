@@ -49,6 +49,46 @@ def upstream_sd1_file(path):
     return tensors
 
 
+def _rank_factors(weights, name):
+    down = weights[name + ".lora_down.weight"].double()
+    up = weights[name + ".lora_up.weight"].double()
+    return up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+
+
+def _kappa(up, down):
+    """‖|up|·|down|‖ / ‖up·down‖: an element's rounding is relative to |up|·|down|, not to ΔW."""
+    return float((up.abs() @ down.abs()).norm() / (up @ down).norm())
+
+
+def gram_rtol(up, down):
+    """Relative error bound of one float32 evaluation of ‖up·down‖² in inspect's Gram form (tests/tolerances.py):
+    upᵀup and down·downᵀ sum O and I products, then r² of their products are summed; on absolute
+    values that chain is ‖|up|·|down|‖², hence κ². (The square root only halves it; not counted.)"""
+    (o, r), i = up.shape, down.shape[1]
+    return fp_tolerance(torch.float32, o + i + r * r + 1, _kappa(up, down) ** 2) / 2
+
+
+def norm_rtol(weights, name):
+    """Gram form against ‖ΔW‖ of the full ΔW in float32: the full form rounds each element of ΔW (r
+    products: γ_r·κ on the norm, twice on its square) and sums O·I positive squares (γ_{O·I+1})."""
+    up, down = _rank_factors(weights, name)
+    (o, r), i = up.shape, down.shape[1]
+    full = fp_tolerance(torch.float32, o * i + 1) / 2 + fp_tolerance(torch.float32, r, _kappa(up, down))
+    return gram_rtol(up, down) + full
+
+
+def bake_rtol(weights, name, factor):
+    """Relative bound on ‖ΔW‖ after bake against factor·‖ΔW‖ before. Bake rounds factor·up to float16
+    once per element: half an ulp, u₁₆·|factor·up| (zero for a power of two), or half the subnormal
+    spacing where factor·up falls below float16's normal range; that error E in up moves ‖ΔW‖ by at
+    most ‖|E|·|down|‖. Then each file's norm is one Gram evaluation (`gram_rtol`)."""
+    up, down = _rank_factors(weights, name)
+    half = torch.finfo(torch.float16)
+    norm = float((up @ down).norm()) * factor
+    error = (half.eps / 2 * factor * up.abs() + half.tiny * half.eps / 2) @ down.abs()
+    return float(error.norm()) / norm + 2 * gram_rtol(up, down)
+
+
 def inspect_json(cli, path, *extra):
     result = cli("inspect", path, "--json", "--no-progress", *extra)
     assert result.code == 0, result.err
@@ -185,43 +225,3 @@ def test_bad_files_give_one_line_errors(cli, tmp_path, trained, command):
         assert result.code == 2, (path, result.err)
         assert result.err.count("\n") == 1 and result.err.startswith(f"lr-weights {command}: error: ")
         assert fragment in result.err and path.name in result.err
-
-
-def _rank_factors(weights, name):
-    down = weights[name + ".lora_down.weight"].double()
-    up = weights[name + ".lora_up.weight"].double()
-    return up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
-
-
-def _kappa(up, down):
-    """‖|up|·|down|‖ / ‖up·down‖: an element's rounding is relative to |up|·|down|, not to ΔW."""
-    return float((up.abs() @ down.abs()).norm() / (up @ down).norm())
-
-
-def gram_rtol(up, down):
-    """Relative error bound of one float32 evaluation of ‖up·down‖² in inspect's Gram form (tests/tolerances.py):
-    upᵀup and down·downᵀ sum O and I products, then r² of their products are summed; on absolute
-    values that chain is ‖|up|·|down|‖², hence κ². (The square root only halves it; not counted.)"""
-    (o, r), i = up.shape, down.shape[1]
-    return fp_tolerance(torch.float32, o + i + r * r + 1, _kappa(up, down) ** 2) / 2
-
-
-def norm_rtol(weights, name):
-    """Gram form against ‖ΔW‖ of the full ΔW in float32: the full form rounds each element of ΔW (r
-    products: γ_r·κ on the norm, twice on its square) and sums O·I positive squares (γ_{O·I+1})."""
-    up, down = _rank_factors(weights, name)
-    (o, r), i = up.shape, down.shape[1]
-    full = fp_tolerance(torch.float32, o * i + 1) / 2 + fp_tolerance(torch.float32, r, _kappa(up, down))
-    return gram_rtol(up, down) + full
-
-
-def bake_rtol(weights, name, factor):
-    """Relative bound on ‖ΔW‖ after bake against factor·‖ΔW‖ before. Bake rounds factor·up to float16
-    once per element: half an ulp, u₁₆·|factor·up| (zero for a power of two), or half the subnormal
-    spacing where factor·up falls below float16's normal range; that error E in up moves ‖ΔW‖ by at
-    most ‖|E|·|down|‖. Then each file's norm is one Gram evaluation (`gram_rtol`)."""
-    up, down = _rank_factors(weights, name)
-    half = torch.finfo(torch.float16)
-    norm = float((up @ down).norm()) * factor
-    error = (half.eps / 2 * factor * up.abs() + half.tiny * half.eps / 2) @ down.abs()
-    return float(error.norm()) / norm + 2 * gram_rtol(up, down)
