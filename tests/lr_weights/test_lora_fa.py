@@ -11,6 +11,8 @@ from lr_weights.errors import NetworkArgError
 from lr_weights.modules import LoRAModule
 from lr_weights.tiny import UNetConfig, build_tiny_sd
 
+from ..tolerances import fp_tolerance
+
 
 def small_sd():
     return build_tiny_sd(0, UNetConfig(widths=(8, 16, 16, 16), heads=2, context_dim=16, groups=4))
@@ -85,7 +87,8 @@ def test_max_norm_scales_only_lora_up():
             m.lora_up.weight.normal_(std=10.0)
     downs = [m.lora_down.weight.clone() for m in network.all_loras]
     keys_scaled, _, max_norm = network.apply_max_norm_regularization(1.0, "cpu")
-    assert keys_scaled > 0 and max_norm == pytest.approx(1.0, rel=1e-4)
+    # The reported norm is norm · (max / norm) in float32: two roundings (tests/tolerances.py).
+    assert keys_scaled > 0 and max_norm == pytest.approx(1.0, rel=fp_tolerance(torch.float32, 2))
     assert all(torch.equal(a, m.lora_down.weight) for a, m in zip(downs, network.all_loras))
 
 
