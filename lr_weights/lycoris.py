@@ -32,7 +32,7 @@ from .lora import get_block_lr_weight
 from .lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, module_from_state_dict, module_names, record_modules
 from .lycoris_network import LycorisBlockNetwork
 from .network import ModulePlan
-from .settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, normalise_kwargs, parse_network_settings, parse_probability, parse_training_options
+from .settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
 from .targets import Target, as_text_encoder_list, text_encoder_prefixes
 
 logger = logging.getLogger(__name__)
@@ -99,8 +99,15 @@ def split_args(kwargs: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any
     return ours, theirs
 
 
-def _check_block_args(algo: str, ours: Mapping[str, Any]) -> None:
+def _check_block_args(algo: str, ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> None:
     allowed = ALGO_BLOCK_ARGS.get(algo, _RANK)
+    if algo == "dylora":  # LyCORIS' DyLoRA trains block_size rank rows at a time (it asserts this)
+        unit = parse_int("block_size", theirs.get("block_size") or 4, minimum=1)
+        for key in ("block_dims", "conv_block_dims"):
+            if ours.get(key) is not None:
+                bad = [d for d in str(ours[key]).split(",") if d.strip().isdigit() and int(d) % unit]
+                if bad:
+                    raise NetworkArgError(key, ours[key], f"dims that are multiples of block_size={unit} for algo=dylora (0 prunes a block); not: {', '.join(bad)}")
     for key in _RANK:
         if ours.get(key) is not None and key not in allowed:
             raise NetworkArgError(
@@ -131,7 +138,7 @@ def create_network(
     algo = check_algo(theirs.get("algo"))
     check_preset(theirs.get("preset"))
     ours = normalise_kwargs(ours)  # GUI aliases (conv_dims -> conv_block_dims) and typo checks
-    _check_block_args(algo, ours)
+    _check_block_args(algo, ours, theirs)
     if neuron_dropout is not None:  # lycoris.kohya ignores --network_dropout; we pass it on
         theirs["dropout"] = parse_probability("neuron_dropout", neuron_dropout)
     theirs.setdefault("warn_on_unmatched", warn_on_unmatched)

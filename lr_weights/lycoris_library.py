@@ -232,12 +232,46 @@ def record_modules(multiplier, network_dim, network_alpha, text_encoder, unet, l
 def module_from_state_dict(weights: Mapping[str, torch.Tensor], lora_name: str, layer: nn.Module) -> Optional[nn.Module]:
     """lycoris-lora's own module for `lora_name` in `weights` (any algorithm it knows), or None."""
     import_lycoris()
+    import inspect
+
     from lycoris.modules import get_module, make_module
 
     module_class, params = get_module(weights, lora_name)
     if module_class is None:
         return None
+    # lycoris-lora 4.1.3's IA3 reads two tensors (weight, on_input) but its builder takes one, so
+    # upstream cannot load an IA3 file at all; a builder that takes fewer gets the leading ones.
+    takes = len(inspect.signature(module_class.make_module_from_state_dict).parameters) - 2
+    if 0 < takes < len(params):
+        dropped = [p for p in params[takes:] if p is not None and bool(torch.as_tensor(p).any())]
+        if dropped:
+            raise ValueError(f"{lora_name}: lycoris-lora {lycoris_version()} cannot rebuild this {module_class.__name__} (its builder ignores tensors the file sets)")
+        params = params[:takes]
     return make_module(module_class, params, lora_name, layer)
+
+
+def delta_weight(module: nn.Module, multiplier: float = 1.0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(ΔW, Δbias) of one lycoris-lora module, exactly as its forward applies it at `multiplier`.
+
+    For LoHa and LoKr, lycoris-lora 4.1.3's get_diff_weight / get_merged_weight scale by alpha/dim
+    twice (their get_weight already applies it), so merging or extracting with them disagrees with
+    what was trained whenever alpha != dim. Their forward uses get_weight once; so do we.
+    """
+    layer = module.org_module[0]
+    weight = layer.weight.detach()
+    kind = getattr(type(module), "name", "")
+    with torch.no_grad():
+        if kind in ("loha", "kron"):
+            diff = module.get_weight(tuple(weight.shape)) * module.scalar
+            diff = diff.reshape(weight.shape).to(weight.dtype)
+            if getattr(module, "wd", False):
+                return module.apply_weight_decompose(weight + diff, multiplier) - weight, None
+            return diff * multiplier, None
+        if getattr(module, "wd", False):
+            merged, bias = module.get_merged_weight(multiplier, tuple(weight.shape))
+            return merged.reshape(weight.shape) - weight, None
+        diff, bias = module.get_diff_weight(multiplier, tuple(weight.shape))
+        return diff.reshape(weight.shape), bias
 
 
 def module_names(keys: Sequence[str]) -> List[str]:

@@ -17,6 +17,7 @@ from . import __version__
 from .errors import NetworkArgError
 from .io import atomic_write_bytes, is_safetensors_path, load_lora_file
 from .loading import describe
+from .lycoris_library import delta_weight
 from .network import LoRANetwork, ModulePlan
 from .table import ModuleFacts, block_table_json
 
@@ -48,7 +49,8 @@ class LycorisBlockNetwork(LoRANetwork):
         """
         weights = load_lora_file(file)
         own = self.state_dict()
-        if weights and own and not any(key in own for key in weights):
+        # `.alpha` is a key of every algorithm; whether a file belongs here is decided by the others.
+        if weights and own and not any(key in own for key in weights if not key.endswith(".alpha")):
             raise ValueError(
                 f"{file}: none of its {len(weights)} tensors belongs to this network (another algorithm or architecture?), "
                 f"e.g. {sorted(weights)[0]}; this network's tensors are named like {next(iter(own))}"
@@ -128,7 +130,8 @@ class LycorisBlockNetwork(LoRANetwork):
             module.multiplier = multiplier if self._enabled else 0.0
 
     def merge_to(self, text_encoder=None, unet=None, weights_sd: Optional[Mapping[str, torch.Tensor]] = None, dtype=None, device=None) -> None:
-        """Add multiplier x ΔW of every module into its base layer (lycoris-lora's `merge_to`).
+        """Add multiplier x ΔW of every module into its base layer, ΔW as the module's forward applies it
+        (lycoris_library.delta_weight; lycoris.kohya merges at multiplier 1 whatever the multiplier).
 
         The modules must hold the weights (`create_network_from_weights` builds them from the file);
         parts with no key in `weights_sd` are left alone, as lycoris.kohya does.
@@ -143,9 +146,15 @@ class LycorisBlockNetwork(LoRANetwork):
             is_unet = module.lora_name.startswith("lora_unet")
             if weights_sd is not None and not parts["lora_unet" if is_unet else "lora_te"]:
                 continue
-            if device is not None:
-                module.to(device)
-            module.merge_to(self.multiplier)
+            layer = module.org_module[0]
+            target = layer.weight.device if device is None else device
+            module.to(target)
+            diff, bias_diff = delta_weight(module, self.multiplier)
+            with torch.no_grad():
+                weight = layer.weight.detach().to(target, torch.float32) + diff.to(target, torch.float32)
+                layer.weight.data = weight.to(dtype or layer.weight.dtype).to(layer.weight.device)
+                if bias_diff is not None and layer.bias is not None:
+                    layer.bias.data = (layer.bias.detach().to(target, torch.float32) + bias_diff.to(target, torch.float32)).to(layer.bias.dtype).to(layer.bias.device)
             merged += 1
         logger.info("merged %d LyCORIS modules into the base weights", merged)
 
