@@ -68,6 +68,9 @@ _NOT_FOR_LYCORIS = {
     "fa": "LoRA-FA is a property of lr_weights.lora's own LoRA modules; use lr_weights.lora",
     "unit": "a setting of lr_weights.dylora; LyCORIS' own DyLoRA (algo=dylora) takes block_size",
 }
+# The Kohya GUI passes these with LyCORIS types, but lycoris.kohya's create_network never reads them
+# (train_on_input stays IA3's default, rank_dropout_scale stays off): accepted, said, not used.
+_IGNORED_BY_LYCORIS_KOHYA = ("rank_dropout_scale", "train_on_input")
 # Shared by lr_weights and lycoris.kohya; lycoris-lora reads them, we read them too.
 _SHARED = ("conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout", "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
 
@@ -83,6 +86,9 @@ def split_args(kwargs: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any
             if value is None or str(value).strip().lower() in ("", "0", "false", "none"):
                 continue
             raise NetworkArgError(key, value, f"no {key} with lr_weights.lycoris: {_NOT_FOR_LYCORIS[key]}")
+        if key in _IGNORED_BY_LYCORIS_KOHYA and key not in lycoris_keys:
+            logger.warning("network arg %s=%s is passed by the Kohya GUI but lycoris.kohya does not read it; it has no effect here either.", key, value)
+            continue
         if key in _SHARED:
             theirs[key] = value
             ours[key] = value
