@@ -149,6 +149,8 @@ def create_network(
         theirs["dropout"] = parse_probability("neuron_dropout", neuron_dropout)
     theirs.setdefault("warn_on_unmatched", warn_on_unmatched)
 
+    if algo not in ("lora", "locon") and any(ours.get(k) is not None for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")):
+        logger.warning("LoRA+ ratios have no effect with algo=%s: LoRA+ speeds up a LoCon's lora_up, which %s has not (lycoris.kohya ignores them too).", algo, algo)
     recording = record_modules(multiplier, network_dim, network_alpha, text_encoder, unet, theirs)
     if recording.duplicates:
         logger.warning(
