@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
-import torch
+if TYPE_CHECKING:  # the CLI's --help imports this module and must not pay for torch
+    import torch
 
 LORA_PREFIX_UNET = "lora_unet"
 LORA_PREFIX_TEXT_ENCODER = "lora_te"
@@ -114,7 +115,7 @@ def block_index(lora_name: str, arch: Architecture) -> int:
     return -1
 
 
-def detect_architecture(unet: Optional[torch.nn.Module]) -> Architecture:
+def detect_architecture(unet: "Optional[torch.nn.Module]") -> Architecture:
     """SDXL when the U-Net has sd-scripts' SDXL layout, SD1/SD2 otherwise.
 
     sd-scripts decides by `isinstance(unet, SdxlUNet2DConditionModel)`; importing that class would

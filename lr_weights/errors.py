@@ -14,4 +14,5 @@ class NetworkArgError(ValueError):
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{key}={value!r} is not valid: expected {expected}.")
+        ending = "" if expected.endswith((".", "?", "!")) else "."
+        super().__init__(f"{key}={value!r} is not valid: expected {expected}{ending}")

@@ -250,10 +250,21 @@ def _carry(table: Dict[str, Any], config: Mapping[str, Any], gui_key: str, optio
             table[option] = number
 
 
+# Settings that every Kohya GUI era (v21.7 .. v26) writes into a LoRA config; a JSON file with
+# fewer than two of them (a package.json, a dataset config) is something else.
+GUI_MARKER_KEYS = ("LoRA_type", "pretrained_model_name_or_path", "network_dim", "learning_rate", "train_data_dir", "output_dir", "optimizer", "lr_scheduler")
+
+
 def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scripts_dir: str = "") -> SdScriptsConfig:
     """The sd-scripts settings that run `config` with lr_weights (network args not yet validated)."""
     if not isinstance(config, Mapping):
         raise ValueError(f"{source} is not a Kohya GUI config (a JSON object of settings)")
+    found = [key for key in GUI_MARKER_KEYS if key in config]
+    if len(found) < 2:
+        raise ValueError(
+            f"{source} is not a Kohya GUI config: it has {'only ' + found[0] if found else 'none'} of the settings every "
+            f"GUI era saves ({', '.join(GUI_MARKER_KEYS)}); save the config from the GUI's LoRA tab"
+        )
     lora_type = str(gui_value(config, "LoRA_type"))
     module, pairs = gui_network_args(config, source)
     sdxl = config.get("sdxl") is True

@@ -33,17 +33,52 @@ def temporary_prefix(path: str) -> str:
     return "." + name + "."
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    try:  # Linux 4.7+: no window in which another thread would create files with umask 0
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_output_path(path: str, option: str) -> str:
+    """`path` as given, after checking that its folder exists; call before any slow work.
+
+    A missing folder would otherwise surface only at the end, as an error about our temporary
+    file's name rather than the path the user typed.
+    """
+    text = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise NetworkArgError(option, text, f"a file in an existing folder ({folder} {what})")
+    if os.path.isdir(text):
+        raise NetworkArgError(option, text, "a file name (this is a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NetworkArgError(option, text, f"a file in a folder you can write to ({folder} is not writable)")
+    return text
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` so that `path` holds either its old content or all of `data`.
 
-    A process killed mid-write leaves its temporary `.<name>.<random>.tmp` behind; the next
-    successful write of the same path removes those that were not touched since it started.
+    The file gets the mode any other tool's new file gets (0666 less the umask): mkstemp's 0600
+    would keep a WebUI running as another user from reading a LoRA. A process killed mid-write
+    leaves its temporary `.<name>.<random>.tmp` behind; the next successful write of the same path
+    removes those that were not touched since it started.
     """
-    path = os.fspath(path)
+    path = check_output_path(path, "output file")
     folder = os.path.dirname(os.path.abspath(path))
     started = time.time()
     fd, temporary = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=folder)
     try:
+        _set_mode(fd, temporary, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -55,6 +90,13 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
     _fsync_folder(folder)
     remove_stale_temporaries(path, older_than=started)
+
+
+def _set_mode(fd: int, path: str, mode: int) -> None:
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # Windows before Python 3.13: only the read-only bit exists there anyway
+        os.chmod(path, mode)
 
 
 def remove_stale_temporaries(path: str, older_than: float) -> List[str]:

@@ -134,6 +134,20 @@ def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]
     return "sd1"
 
 
+def choose_model(path: str, names: List[str], shapes: Callable[[str], Tuple[int, ...]], given: Optional[str]) -> str:
+    """The model read off the names, or `given` (--arch) when it has the same block layout.
+
+    SD1 and SD2 share their blocks, so --arch may pick between them; relabelling an SD file as
+    SDXL (or back) would put every module in no block, so that is refused.
+    """
+    found = model_of_names(names, shapes)
+    if given is not None and (given == "sdxl") != (found == "sdxl"):
+        raise NetworkArgError(
+            "--arch", given, f"the architecture of {path}, whose module names are {found}'s (leave --arch out to use them)"
+        )
+    return given or found
+
+
 def _module_names(keys: Iterable[str]) -> Tuple[List[str], List[str]]:
     names: Dict[str, None] = {}
     ignored = []
@@ -180,7 +194,7 @@ def read_summary(path: str, progress: Optional[Progress] = None, model: Optional
         names, ignored = _module_names(keys)
         _check_names(path, names, keys)
         key_set = set(keys)
-        model = model or model_of_names(names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()))
+        model = choose_model(path, names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()), model)
         arch = SDXL if model == "sdxl" else SD
         modules = []
         dtypes = set()
@@ -231,7 +245,7 @@ def bake(
         metadata = dict(handle.metadata() or {})
         names, ignored = _module_names(keys)
         _check_names(path, names, keys)
-        model = model or model_of_names(names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()))
+        model = choose_model(path, names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()), model)
         arch = SDXL if model == "sdxl" else SD
         weights = parse_lbw(arch, lbw, key="--lbw")
         key_set = set(keys)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, List, Tuple
 
 import torch
+
+if TYPE_CHECKING:
+    from .blocks import Architecture
 
 MODELS = ("sd1", "sd2", "sdxl")
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -97,3 +100,12 @@ def model_of_checkpoint(path: str) -> str:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} does not hold a state dict")
     return _model_from_keys(list(loaded), path)
+
+
+def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset":
+    """The block indices that hold at least one adapter module, found the way a network finds its
+    targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
+    from .targets import unet_targets
+
+    _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
+    return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from .blocks import Architecture
 from .errors import NetworkArgError
@@ -214,11 +214,30 @@ def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     for key in list(args):
         if key in KNOWN_KEYS:
             continue
-        close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.85)
+        close = near_miss(key, KNOWN_KEYS)
         if close:
-            raise NetworkArgError(key, args[key], f"a known network arg; did you mean {close[0]}?")
+            raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")
         logger.warning("network arg %s=%r is not used by lr_weights and is ignored.", key, args[key])
     return args
+
+
+def near_miss(key: str, known: Iterable[str]) -> Optional[str]:
+    """The known name `key` was most likely meant to be (another case, a typo), or None."""
+    by_lower = {name.lower(): name for name in known}
+    folded = key.strip().lower().replace("-", "_")
+    if folded in by_lower:
+        return by_lower[folded]
+    close = difflib.get_close_matches(folded, sorted(by_lower), n=1, cutoff=0.85)
+    return by_lower[close[0]] if close else None
+
+
+def typed_name(key: str, kwargs: Mapping[str, Any]) -> str:
+    """The name the user gave for `key`: its GUI-era alias when only that was given."""
+    if key not in kwargs:
+        for alias, canonical in GUI_ALIASES.items():
+            if canonical == key and alias in kwargs:
+                return alias
+    return key
 
 
 def parse_training_options(
@@ -361,7 +380,7 @@ def parse_network_settings(
     conv_block_dims: Optional[list] = None
     conv_block_alphas: Optional[Tuple[float, ...]] = None
     if lists["conv_block_dims"] is not None:
-        conv_block_dims = list(parse_block_list("conv_block_dims", lists["conv_block_dims"], arch, _block_int))
+        conv_block_dims = list(parse_block_list(typed_name("conv_block_dims", kwargs), lists["conv_block_dims"], arch, _block_int))
     elif conv_dim is not None:
         conv_block_dims = [conv_dim] * n
     if lists["conv_block_alphas"] is not None:
@@ -369,7 +388,7 @@ def parse_network_settings(
             raise NetworkArgError(
                 "conv_block_alphas", lists["conv_block_alphas"], "to be given together with conv_dim or conv_block_dims (it sets the alphas of k x k conv modules, which are only made then)"
             )
-        conv_block_alphas = parse_block_list("conv_block_alphas", lists["conv_block_alphas"], arch, parse_alpha)
+        conv_block_alphas = parse_block_list(typed_name("conv_block_alphas", kwargs), lists["conv_block_alphas"], arch, parse_alpha)
     elif conv_block_dims is not None:
         conv_block_alphas = (DEFAULT_ALPHA if conv_alpha is None else conv_alpha,) * n
 

@@ -21,7 +21,13 @@ def test_readme_starts_with_the_demo_and_the_test_command():
     demo, tests = readme_commands()[:2]
     assert demo.endswith("lr-weights demo")
     assert "pytest" in tests
-    assert tests in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_ci_runs_the_readme_lines_in_a_brand_new_venv():
+    # .ci/run reads the two lines from README.md and runs them as written in a venv of its own.
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python3 -m venv" in script and 'source "$venv/bin/activate"' in script
+    assert 'read_text(encoding="utf-8").splitlines()[:8]' in script and 'l.startswith("    ")' in script
 
 
 @pytest.mark.parametrize("name", ["gui-v189-sine-cosine.json", "gui-v186-constant.json"])

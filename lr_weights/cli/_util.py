@@ -19,9 +19,12 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
     """A subcommand parser whose --help shows the module's docstring and its examples."""
     import argparse
 
-    return subparsers.add_parser(
+    parser = subparsers.add_parser(
         name, help=help_text, description=doc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    # An error found while running (not while parsing) still shows this subcommand's usage.
+    parser.set_defaults(usage=parser.format_usage)
+    return parser
 
 
 def architecture(name: str) -> Architecture:
@@ -132,6 +135,14 @@ def parse_size(text: str) -> Tuple[int, int]:
     return width, height
 
 
+# How a bar is drawn by what its block does: trained blocks in colour, the others unmistakably not.
+BAR_STYLES = {
+    "train": {"facecolor": "tab:blue", "edgecolor": "tab:blue"},
+    "pruned": {"facecolor": "white", "edgecolor": "tab:red", "hatch": "xx"},
+    "no modules": {"facecolor": "lightgrey", "edgecolor": "grey", "hatch": "//"},
+}
+
+
 def save_bar_chart(
     path: str,
     labels: Sequence[str],
@@ -140,14 +151,22 @@ def save_bar_chart(
     ylabel: str,
     size: Tuple[int, int],
     line: bool = False,
+    xlabel: str = "block",
+    kinds: Optional[Sequence[str]] = None,
 ) -> None:
-    """A PNG of exactly `size` pixels: one bar (or line) series per entry, one tick per label."""
+    """A PNG of exactly `size` pixels: one bar (or line) series per entry, one tick per label.
+
+    `kinds` (one of BAR_STYLES' keys per label) draws a single bar series by what each block
+    does, with a legend; a block with no bar height (pruned, or no modules) still gets a
+    visible stub so it is not mistaken for a missing value.
+    """
     optional_import("matplotlib", "plot", "--plot")
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     from ..io import atomic_write_bytes
 
@@ -160,16 +179,25 @@ def save_bar_chart(
     for n, (name, values) in enumerate(series):
         if line:
             axes.plot(positions, values, marker="o", label=name)
+        elif kinds is not None:
+            tallest = max([abs(v) for v in values] + [1e-12])
+            for position, value, kind in zip(positions, values, kinds):
+                height = value if kind == "train" else max(value, 0.04 * tallest)
+                axes.bar(position, height, width=width, linewidth=1, **BAR_STYLES[kind])
         else:
             axes.bar([p + (n - (len(series) - 1) / 2) * width for p in positions], values, width=width, label=name)
     axes.set_xticks(positions)
     axes.set_xticklabels(labels, rotation=90, fontsize=8)
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(axis="y", alpha=0.3)
-    if len(series) > 1:
+    if kinds is not None:
+        shown = [k for k in BAR_STYLES if k in set(kinds)]
+        axes.legend(handles=[Patch(label=k, linewidth=1, **BAR_STYLES[k]) for k in shown], loc="upper left", fontsize=8)
+    elif len(series) > 1:
         axes.legend()
-    figure.subplots_adjust(bottom=0.2, top=0.9, left=0.08, right=0.98)
+    figure.subplots_adjust(bottom=0.22, top=0.9, left=0.1, right=0.98)
     buffer = io.BytesIO()
     # A fixed date-free metadata set keeps the bytes the same from run to run.
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})

@@ -35,6 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io import check_output_path
     from ..lora_file import bake
 
     single_thread()
@@ -45,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
             raise NetworkArgError("--in-place", output, "no -o (or -o naming the input itself)")
         output = args.file
     elif output is None:
-        raise NetworkArgError("-o", None, "an output file (or --in-place to replace the input)")
+        raise ValueError("bake writes a new file: give -o OUT.safetensors (or --in-place to replace the input)")
     elif os.path.exists(output) and os.path.samefile(output, args.file):
         raise ValueError(f"-o {output} is the input file; pass --in-place to replace it")
     elif os.path.exists(output) and not args.overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
     if not str(output).lower().endswith(".safetensors"):
         raise NetworkArgError("-o", output, "a .safetensors file name")
+    check_output_path(output, "-o")
     with captured_logs() as warnings:
         result = bake(args.file, output, args.lbw, args.arch, None if args.no_progress else progress)
     print_warnings("bake", warnings)

@@ -15,35 +15,43 @@ from ._util import add_subcommand, parse_pairs
 EXAMPLES = """examples:
   lr-weights demo
   lr-weights demo --steps 20 --output demo.safetensors
-  lr-weights demo --network-args down_lr_weight=linear mid_lr_weight=0 up_lr_weight=reverse_linear conv_dim=4
+  lr-weights demo --network_args down_lr_weight=linear mid_lr_weight=0 up_lr_weight=reverse_linear conv_dim=4
+
+The data and the objective are random (noise latents, random tokens), so the loss is noise and
+does not go down: the demo shows the mechanics (blocks, groups, LRs, the file), not learning.
 """
 
+DEFAULT_OUTPUT = "lr_weights_demo.safetensors"  # in this repository's .gitignore
 DEFAULT_ARGS = ("down_lr_weight=sine+.25", "mid_lr_weight=1", "up_lr_weight=cosine+.25")
 
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "demo", "train a few steps with block LRs on a built-in tiny SD model and write a LoRA file", __doc__, EXAMPLES)
-    parser.add_argument("--network-args", nargs="*", default=list(DEFAULT_ARGS), metavar="KEY=VALUE", help="as sd-scripts' --network_args")
-    parser.add_argument("--network-dim", type=int, default=4)
-    parser.add_argument("--network-alpha", type=float, default=1.0)
-    parser.add_argument("--unet-lr", type=float, default=1e-3)
-    parser.add_argument("--text-encoder-lr", type=float, default=5e-4)
+    # Spelled both ways, as `plan` and sd-scripts take them.
+    parser.add_argument("--network-args", "--network_args", dest="network_args", nargs="*", default=list(DEFAULT_ARGS), metavar="KEY=VALUE", help="as sd-scripts' --network_args")
+    parser.add_argument("--network-dim", "--network_dim", dest="network_dim", type=int, default=4)
+    parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", type=float, default=1.0)
+    parser.add_argument("--unet-lr", "--unet_lr", dest="unet_lr", type=float, default=1e-3)
+    parser.add_argument("--text-encoder-lr", "--text_encoder_lr", dest="text_encoder_lr", type=float, default=5e-4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--output", default="lr_weights_demo.safetensors", help="where to write the LoRA file")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"where to write the LoRA file (default {DEFAULT_OUTPUT} in the current folder)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    import os
+
     from .. import lora
-    from ..io import load_lora_file
+    from ..io import check_output_path, load_lora_file
     from ..tiny import build_tiny_sd
 
     if args.steps < 1:
         raise ValueError(f"--steps={args.steps} is not valid: expected a whole number >= 1")
-    kwargs = parse_pairs(args.network_args, "--network-args")
+    output = os.path.abspath(check_output_path(args.output, "--output"))
+    kwargs = parse_pairs(args.network_args, "--network_args")
     text_encoder, unet = build_tiny_sd(seed=args.seed)
     text_encoder.requires_grad_(False)
     unet.requires_grad_(False)
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     network.prepare_grad_etc(text_encoder, unet)
     network.on_epoch_start(text_encoder, unet)
 
+    print("data and objective are random (noise latents, random tokens): the loss is noise, not learning")
     print("optimizer groups:")
     for description, group in zip(descriptions, params):
         n_params = sum(p.numel() for p in group["params"])
@@ -77,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"step {step:>3}/{args.steps}  loss {loss.item():.5f}")
     elapsed = time.perf_counter() - started
 
-    network.save_weights(args.output, torch.float16, {"ss_network_module": "lr_weights.lora", "ss_network_args": str(kwargs)})
-    saved = load_lora_file(args.output)
-    print(f"trained {args.steps} steps in {elapsed:.1f}s; wrote {args.output} ({len(saved)} tensors, fp16)")
+    network.save_weights(output, torch.float16, {"ss_network_module": "lr_weights.lora", "ss_network_args": str(kwargs)})
+    saved = load_lora_file(output)
+    print(f"trained {args.steps} steps in {elapsed:.1f}s (random data: the loss is noise)")
+    print(f"wrote {output} ({len(saved)} tensors, fp16)")
+    print(f"next: lr-weights inspect {output}")
     return 0

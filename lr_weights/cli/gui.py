@@ -13,11 +13,12 @@ import argparse
 import os
 import sys
 
+from typing import Any, Iterable, Mapping
+
+from ..errors import NetworkArgError
 from ..gui_config import additional_parameters_line, check_list_lengths, gui_to_sd_scripts, launch_command
-from ..io import atomic_write_bytes
 from ..settings import parse_network_settings
-from ..toml_writer import dumps
-from ._util import add_subcommand, captured_logs, print_warnings, read_json
+from ._util import add_subcommand, captured_logs, optional_import, print_warnings, read_json
 
 EXAMPLES = """examples:
   lr-weights gui my_lora.json -o my_lora.toml            # writes the TOML, prints the accelerate line
@@ -51,7 +52,31 @@ def validate(converted, source: str) -> list:
     return [f"{source}: {w}" for w in warnings]
 
 
+def dumps(table: Mapping[str, Any], header: Iterable[str]) -> str:
+    """The flat sd-scripts config as TOML (written by the `toml` package sd-scripts reads it with)."""
+    toml = optional_import("toml", "toml", "writing the sd-scripts TOML")
+    comments = "".join(("# " + line).rstrip() + "\n" for line in header)
+    return comments + toml.dumps(dict(table))
+
+
+def check_destinations(args: argparse.Namespace) -> None:
+    """Refuse a bad -o or --sd-scripts before reading the config."""
+    from ..io import check_output_path
+
+    if args.sd_scripts and not os.path.isdir(os.path.expanduser(args.sd_scripts)):
+        raise NetworkArgError("--sd-scripts", args.sd_scripts, "the folder of an sd-scripts checkout (it does not exist or is not a folder)")
+    if args.output:
+        check_output_path(args.output, "-o")
+        if os.path.exists(args.output) and not args.overwrite:
+            raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+        if os.path.abspath(args.output) == os.path.abspath(args.config):
+            raise ValueError(f"-o {args.output} is the input config; choose another name")
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_bytes
+
+    check_destinations(args)
     source = args.config
     converted = gui_to_sd_scripts(read_json(source), source, args.sd_scripts)
     warnings = validate(converted, source)
@@ -66,10 +91,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.output:
         header.append("run: " + launch_command(converted, args.output))
-        if os.path.exists(args.output) and not args.overwrite:
-            raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-        if os.path.abspath(args.output) == os.path.abspath(source):
-            raise ValueError(f"-o {args.output} is the input config; choose another name")
         atomic_write_bytes(args.output, dumps(converted.table, header).encode("utf-8"))
         print(f"wrote {args.output}", file=sys.stderr)
         print(launch_command(converted, args.output))

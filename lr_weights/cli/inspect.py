@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     single_thread()
 
     size = parse_size(args.plot_size) if args.plot else None
+    if args.plot:
+        from ..io import check_output_path
+
+        check_output_path(args.plot, "--plot")
     summary = read_summary(args.file, None if args.no_progress else progress, args.arch)
     rows = summary.block_rows()
     if args.json:
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             f"{summary.model.upper()} LoRA: weight change per block",
             "‖ΔW‖ per module (RMS)",
             size,
+            xlabel="block (TE: text encoders)",
         )
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0

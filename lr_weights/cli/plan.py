@@ -16,7 +16,6 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import NetworkArgError
-from ..reference import build_reference_model, model_of_checkpoint, skipped_weight_init
 from ..table import format_block_table
 from ._util import add_subcommand, captured_logs, parse_pairs, read_json, read_toml
 
@@ -109,6 +108,8 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
     if args.network_args is not None:
         settings["network_args"] = parse_pairs(args.network_args, "--network_args")
 
+    from ..reference import model_of_checkpoint
+
     arch = args.arch
     if arch is None and args.model:
         arch = model_of_checkpoint(args.model)
@@ -125,7 +126,9 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
 
     if settings.get("learning_rate") is None:
         settings["learning_rate"] = SD_SCRIPTS_DEFAULT_LR
-        notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies where unet_lr/text_encoder_lr are not set")
+        unset = [key for key in ("unet_lr", "text_encoder_lr") if settings.get(key) is None]
+        if unset:
+            notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
     module = settings.get("network_module")
     if module not in _MODULES:
         raise NetworkArgError("network_module", module, "lr_weights.lora or lr_weights.dylora (networks.lora / networks.dylora are planned as those)")
@@ -146,6 +149,8 @@ def _safetensors_size(state: Dict[str, Any]) -> int:
 
 
 def build_plan(arch: str, module_name: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+    from ..reference import build_reference_model, skipped_weight_init
+
     module = importlib.import_module(module_name)
     text_encoder, unet = build_reference_model(arch)
     network_args = dict(settings.get("network_args") or {})

@@ -1,9 +1,13 @@
 """`lr-weights show`: expand block LR weight specs and see which block trains at what LR.
 
 Specs are the values you would pass as network_args: `down=sine+.25 mid=1 up=cosine+.25` (or the
-full names down_lr_weight=..., block_lr_zero_threshold=...), or an LBW vector or preset
-(`lbw=OUTD`, or just `OUTD` / `1,0,0,...`). The expansion and the pruning rule are the module's
-own, so what you see is what training does.
+full names down_lr_weight=..., block_lr_zero_threshold=..., conv_dim=...), or an LBW vector or
+preset (`lbw=OUTD`, or just `OUTD` / `1,0,0,...`). A bare weight spec (`sine+.25`, `0.5`,
+`1,1,0.5,...`) is one down_lr_weight / up_lr_weight value: the table and JSON show the 12 (SDXL 9)
+numbers it expands to, exactly as sd-scripts expands it; --format lbw / sd-scripts and --plot show
+it used for both down and up. The expansion and the pruning rule are the module's own, and which
+blocks hold modules comes from sd-scripts' own module tree (as `plan` builds it), so what you see
+is what training does.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from typing import Dict, List, Optional, Tuple
 from ..blocks import Architecture
 from ..errors import NetworkArgError
 from ..lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
-from ..settings import trainable_block_lr_weights
-from ..weights import resolve_block_lr_weights
+from ..settings import near_miss, parse_int, trainable_block_lr_weights
+from ..weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_block_lr_weights
 from ._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
 
 EXAMPLES = """examples:
+  lr-weights show sine+.25                                  # the 12 values sd-scripts makes of it
   lr-weights show down=sine+.25 mid=1 up=cosine+.25 --unet-lr 1e-4
+  lr-weights show down=sine up=cosine conv_dim=4            # LoCon: conv-only blocks train too
   lr-weights show down=linear up=reverse_linear threshold=0.3
   lr-weights show OUTD --format sd-scripts
   lr-weights show lbw=1,0,0,0,0,0,0,0,1,1,1,0,0,0,0,0,0 --format json
@@ -40,12 +46,17 @@ _KEYS = {
     "block_lr_zero_threshold": "block_lr_zero_threshold",
     "lbw": "lbw_weights",
     "lbw_weights": "lbw_weights",
+    "conv_dim": "conv_dim",
 }
+BARE = "bare spec"  # a down/up value given without a key
 
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "show", "expand down/mid/up or LBW specs into per-block weights and LRs", __doc__, EXAMPLES)
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="KEY=VALUE (down, mid, up, threshold, lbw, or the network_args names), or an LBW preset/vector")
+    parser.add_argument(
+        "specs", nargs="+", metavar="SPEC",
+        help="KEY=VALUE (down, mid, up, threshold, lbw, conv_dim, or the network_args names), an LBW preset/vector, or a bare down/up spec such as sine+.25",
+    )
     parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2) or sdxl (default sd)")
     parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
     parser.add_argument("--threshold", default=None, help="block_lr_zero_threshold (a block trains only if its weight > threshold)")
@@ -62,26 +73,63 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
         if "=" in spec:
             key, value = spec.split("=", 1)
             if key.strip() not in _KEYS:
-                raise NetworkArgError(spec, value, "KEY=VALUE with KEY one of " + ", ".join(sorted(set(_KEYS))))
+                close = near_miss(key, _KEYS)
+                hint = f"did you mean {close}? " if close else ""
+                raise NetworkArgError(key, value, f"a known KEY ({hint}KEY is one of {', '.join(sorted(set(_KEYS)))})")
             key = _KEYS[key.strip()]
         elif spec.strip().upper() in LBW_PRESETS or spec.count(",") + 1 in lbw_lengths(arch):
             key, value = "lbw_weights", spec
         else:
-            raise NetworkArgError(
-                "SPEC", spec, f"KEY=VALUE (e.g. down={spec}) or an LBW preset/vector ({', '.join(LBW_PRESETS)}; {' or '.join(map(str, lbw_lengths(arch)))} values)"
-            )
+            key, value = BARE, spec
+            try:
+                parse_down_up_spec("SPEC", spec, arch.num_down)
+            except NetworkArgError as error:
+                raise NetworkArgError(
+                    "SPEC", spec,
+                    f"KEY=VALUE (e.g. down={spec}), an LBW preset/vector ({', '.join(LBW_PRESETS)}; "
+                    f"{' or '.join(map(str, lbw_lengths(arch)))} values), or a bare down/up spec: {error.expected}",
+                ) from None
         if key in given:
             raise NetworkArgError(key, value, f"one value (it is given twice: {given[key]!r} and {value!r})")
         given[key] = value
-    if "lbw_weights" in given and any(k in given for k in ("down_lr_weight", "mid_lr_weight", "up_lr_weight")):
+    if "lbw_weights" in given and any(k in given for k in ("down_lr_weight", "mid_lr_weight", "up_lr_weight", BARE)):
         raise NetworkArgError("lbw_weights", given["lbw_weights"], "either an LBW vector or down/mid/up lists, not both")
+    if BARE in given and ("down_lr_weight" in given or "up_lr_weight" in given):
+        raise NetworkArgError(
+            "SPEC", given[BARE], "either a bare down/up spec (used for both) or down=/up=, not both; write down=... or up=... for each"
+        )
+    if "conv_dim" in given:
+        parse_int("conv_dim", given["conv_dim"], minimum=1)
     return given
+
+
+def expand_bare(arch: Architecture, spec: str, threshold: Optional[str]) -> List[float]:
+    """One down/up spec as the numbers sd-scripts makes of it: preset, list or number, padded,
+    and with the threshold applied (default 0, as upstream)."""
+    values = fit_length("SPEC", parse_down_up_spec("SPEC", spec, arch.num_down), arch.num_down)
+    limit = 0.0 if threshold is None else parse_float("block_lr_zero_threshold", str(threshold).strip())
+    return apply_threshold(values, limit)
+
+
+def format_bare(arch: Architecture, spec: str, values: List[float]) -> str:
+    down = [arch.block_name(arch.down_start + i) for i in range(arch.num_down)]
+    up = [arch.block_name(arch.up_start + i) for i in range(arch.num_down)]
+    lines = [f"{spec} as a down_lr_weight / up_lr_weight value: {len(values)} weights ({arch.name.upper()})"]
+    table = [("pos", "weight", "as down", "as up")] + [(str(i), f"{v:.6g}", d, u) for i, (v, d, u) in enumerate(zip(values, down, up))]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines += ["  ".join(cell.rjust(w) if i < 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in table]
+    lines.append("as a list: " + ",".join(f"{v:.6g}" for v in values))
+    return "\n".join(lines)
 
 
 def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[float], Tuple[float, ...]]:
     """(BASE or None, per-block weights after the threshold) for the parsed specs."""
     base = None
     args = dict(given)
+    args.pop("conv_dim", None)
+    if BARE in args:
+        bare = args.pop(BARE)
+        args["down_lr_weight"] = args["up_lr_weight"] = bare
     if "lbw_weights" in args:
         weights = parse_lbw(arch, args.pop("lbw_weights"))
         base = weights.base
@@ -92,18 +140,23 @@ def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[float], 
     return base, flat
 
 
-def rows(arch: Architecture, base: Optional[float], flat: Tuple[float, ...], unet_lr: Optional[float]) -> List[dict]:
+def rows(
+    arch: Architecture, base: Optional[float], flat: Tuple[float, ...], unet_lr: Optional[float], holding: "BlocksWithModules"
+) -> List[dict]:
+    """One row per block; statuses as the per-block table of `plan` and of the module say them."""
     result = []
     if base is not None:
         result.append({"block": "BASE", "index": None, "weight": base, "lr": None, "status": "text encoder"})
     for index, weight in enumerate(flat):
-        if index in arch.moduleless:
-            status = "no modules"
-        elif weight == 0:
+        if weight == 0:
             status = "pruned"
-        else:
+        elif index in holding.with_modules:
             status = "train"
-        lr = None if unet_lr is None or status == "no modules" else unet_lr * weight
+        elif index in holding.conv_only:
+            status = "no modules (conv only: give conv_dim)"
+        else:
+            status = "no modules"
+        lr = None if unet_lr is None or status != "train" else unet_lr * weight
         result.append({"block": arch.block_name(index), "index": index, "weight": weight, "lr": lr, "status": status})
     return result
 
@@ -124,6 +177,36 @@ def format_table(table: List[dict], unet_lr: Optional[float]) -> str:
     return "\n".join(text)
 
 
+class BlocksWithModules:
+    """Which blocks hold adapter modules, read off sd-scripts' module tree for this layout."""
+
+    def __init__(self, arch: Architecture, conv: bool):
+        from ..reference import blocks_with_modules
+
+        linear = blocks_with_modules(arch, include_conv=False)
+        with_conv = blocks_with_modules(arch, include_conv=True)
+        self.with_modules = with_conv if conv else linear
+        self.conv_only = frozenset() if conv else with_conv - linear
+
+
+def network_args_of(arch: Architecture, flat: Tuple[float, ...], given: Dict[str, str]) -> Dict[str, str]:
+    network_args = block_weights_to_network_args(arch, flat)
+    if "conv_dim" in given:
+        network_args["conv_dim"] = given["conv_dim"]
+    return network_args
+
+
+def plot_blocks(path: str, arch: Architecture, table: List[dict], unet_lr: Optional[float], size) -> None:
+    """Bars per block; pruned and module-less blocks hatched, and the LR itself when it is known."""
+    table = [r for r in table if r["index"] is not None]
+    kinds = [r["status"] if r["status"] in ("train", "pruned") else "no modules" for r in table]
+    if unet_lr is None:
+        values, ylabel, what = [r["weight"] for r in table], "LR weight (x unet_lr)", "LR weights"
+    else:
+        values, ylabel, what = [unet_lr * r["weight"] for r in table], "effective U-Net LR", f"LRs at unet_lr {unet_lr:g}"
+    save_bar_chart(path, [r["block"] for r in table], [("weight", values)], f"{arch.name.upper()} block {what}", ylabel, size, xlabel="U-Net block", kinds=kinds)
+
+
 def run(args: argparse.Namespace) -> int:
     arch = architecture(args.arch)
     given = parse_specs(args.specs, arch)
@@ -132,9 +215,15 @@ def run(args: argparse.Namespace) -> int:
             raise NetworkArgError("--threshold", args.threshold, "one threshold (threshold= is also given as a SPEC)")
         given["block_lr_zero_threshold"] = args.threshold
     size = parse_size(args.plot_size) if args.plot else None
+    if args.plot:
+        from ..io import check_output_path
+
+        check_output_path(args.plot, "--plot")
     with captured_logs() as warnings:
         base, flat = expand(arch, given)
+        bare = expand_bare(arch, given[BARE], given.get("block_lr_zero_threshold")) if BARE in given else None
     print_warnings("show", warnings)
+    holding = BlocksWithModules(arch, conv="conv_dim" in given)
 
     # The module's own verdict: refuses negative weights and settings that train nothing.
     problem = None
@@ -145,14 +234,16 @@ def run(args: argparse.Namespace) -> int:
         if "nothing in the U-Net" in problem and "block_lr_zero_threshold" in given:
             problem = f"with block_lr_zero_threshold={given['block_lr_zero_threshold']} every U-Net block has weight 0, so nothing in the U-Net would train (a block trains only if its weight > threshold; the threshold is compared with the weight alone, not weight x LR)"
 
-    table = rows(arch, base, flat, args.unet_lr)
-    if args.format == "table":
+    table = rows(arch, base, flat, args.unet_lr, holding)
+    if args.format == "table" and bare is not None:
+        print(format_bare(arch, given[BARE], bare))
+    elif args.format == "table":
         print(f"{arch.name.upper()} block weights" + (f", unet lr {args.unet_lr:g}" if args.unet_lr is not None else ""))
         print(format_table(table, args.unet_lr))
     elif args.format == "lbw":
         print(lbw_vector(arch, flat, 1.0 if base is None else base, args.lbw_length))
     elif args.format == "sd-scripts":
-        network_args = block_weights_to_network_args(arch, flat)
+        network_args = network_args_of(arch, flat, given)
         print("--network_args " + " ".join(f'"{k}={v}"' for k, v in network_args.items()))
     else:
         document = {
@@ -160,13 +251,14 @@ def run(args: argparse.Namespace) -> int:
             "unet_lr": args.unet_lr,
             "base": base,
             "blocks": table if base is None else table[1:],
-            "network_args": block_weights_to_network_args(arch, flat),
+            "network_args": network_args_of(arch, flat, given),
             "trains": problem is None,
         }
+        if bare is not None:
+            document = dict({"spec": given[BARE], "values": bare}, **document)
         print(json.dumps(document, indent=1, sort_keys=False))
     if args.plot:
-        labels = [r["block"] for r in table]
-        save_bar_chart(args.plot, labels, [("weight", [r["weight"] for r in table])], f"{arch.name.upper()} block LR weights", "LR weight", size)
+        plot_blocks(args.plot, arch, table, args.unet_lr, size)
         print(f"wrote {args.plot}", file=sys.stderr)
     if problem is not None:
         print(f"lr-weights show: error: {problem}", file=sys.stderr)

@@ -72,7 +72,9 @@ def test_sigkill_mid_save_leaves_a_complete_file(tmp_path):
     rng = random.Random(6)
     outcomes = {"new": 0, "previous": 0}
     left_temporaries = 0
-    most_temporaries = 0
+    # Kills in a row that came before the writer completed a save: each leaves one temporary that
+    # no completed save has cleaned up yet. A completed save removes every older temporary.
+    kills_without_a_save = 0
     on_disk = "A"
     for _ in range(KILLS):
         # Each writer starts with the version that is not on disk, so every completed save shows.
@@ -89,15 +91,16 @@ def test_sigkill_mid_save_leaves_a_complete_file(tmp_path):
         loaded = load_lora_file(str(target))
         assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
         outcomes["new" if version != on_disk else "previous"] += 1
+        kills_without_a_save = 0 if version != on_disk else kills_without_a_save + 1
         on_disk = version
         temporaries = _temporaries(tmp_path, target)
         left_temporaries += bool(temporaries)
-        most_temporaries = max(most_temporaries, len(temporaries))
+        # The killed writer's own temporary, plus one from each earlier writer killed before it
+        # completed a save (how many that is depends on the machine's speed, not on our code).
+        assert len(temporaries) <= 1 + kills_without_a_save, (temporaries, kills_without_a_save)
 
     # Some kills came before the writer's first save completed and some after.
     assert outcomes["new"] and outcomes["previous"], outcomes
-    # A killed writer leaves at most its own temporary: the next successful save removes older ones.
-    assert most_temporaries <= 2, most_temporaries
     _save_version(network, target, "B")
     assert _temporaries(tmp_path, target) == []
     loaded = load_lora_file(str(target))
@@ -164,6 +167,8 @@ def test_no_writer_bypasses_the_atomic_writer():
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             code = line.split("#", 1)[0]
+            if "os.devnull" in code:  # discarding output is not writing a file
+                continue
             if any(pattern.search(code) for pattern in _BYPASSES):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
     assert not offenders, "write files through lr_weights.io.atomic_write_bytes:\n" + "\n".join(offenders)

@@ -251,9 +251,9 @@ def test_any_value_for_any_key_parses_or_names_key_and_value(arch, key, value):
     try:
         parse_network_settings(arch, 4, 1, args)
     except NetworkArgError as error:
-        named = GUI_ALIASES.get(key, key)
-        # The threshold rule may name block_lr_zero_threshold when every block ends at weight 0.
-        _expect_named(error, (named, "block_lr_zero_threshold"), value)
+        # The key as typed (a GUI alias too: the user typed conv_dims, not conv_block_dims); the
+        # threshold rule may name block_lr_zero_threshold when every block ends at weight 0.
+        _expect_named(error, (key, "block_lr_zero_threshold"), value)
 
 
 KWARGS = st.dictionaries(st.sampled_from(ALL_KEYS + ["unit", "algo", "down_lr_weigth"]), ANY_VALUE, max_size=5)
@@ -428,7 +428,7 @@ def test_gui_numbers_that_are_not_finite_are_named():
     gui_config = pytest.importorskip("lr_weights.gui_config")
     for value in (float("inf"), "-inf", "nan"):
         with pytest.raises(NetworkArgError, match="max_train_steps"):
-            gui_config.gui_to_sd_scripts({"LoRA_type": "Standard", "max_train_steps": value}, "fuzz.json")
+            gui_config.gui_to_sd_scripts({"LoRA_type": "Standard", "network_dim": 8, "max_train_steps": value}, "fuzz.json")
 
 
 def test_conv_dim_needs_integer_syntax():

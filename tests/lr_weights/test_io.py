@@ -66,3 +66,34 @@ def test_unreadable_files_name_the_file(tmp_path):
 def test_metadata_must_be_strings(tmp_path):
     with pytest.raises(ValueError, match="ss_network_dim"):
         io.save_lora_file(str(tmp_path / "m.safetensors"), tensors(), {"ss_network_dim": 4})
+
+
+@pytest.mark.skipif(not hasattr(os, "umask"), reason="POSIX modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    # What `open(path, "w")` would give: a WebUI running as another user reads a 0644 LoRA.
+    previous = os.umask(umask)
+    try:
+        assert io.current_umask() == umask
+        target = tmp_path / "x.safetensors"
+        io.save_lora_file(str(target), {"a.alpha": torch.tensor(1.0)}, {})
+        io.atomic_write_bytes(str(tmp_path / "y.toml"), b"x = 1\n")
+        replaced = tmp_path / "z.png"
+        replaced.write_bytes(b"old")
+        os.chmod(replaced, 0o600)
+        io.atomic_write_bytes(str(replaced), b"new")  # a replaced file too: it is a new inode
+    finally:
+        os.umask(previous)
+    for name in ("x.safetensors", "y.toml", "z.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_a_missing_folder_is_named_as_given(tmp_path):
+    target = tmp_path / "nonexistent" / "dir" / "x.safetensors"
+    with pytest.raises(io.NetworkArgError) as error:
+        io.save_lora_file(str(target), {"a.alpha": torch.tensor(1.0)}, {})
+    assert str(target) in str(error.value) and ".tmp" not in str(error.value)
+    assert "does not exist" in str(error.value)
+    with pytest.raises(io.NetworkArgError, match="this is a folder"):
+        io.check_output_path(str(tmp_path), "-o")
+    assert io.check_output_path(str(tmp_path / "new.safetensors"), "-o") == str(tmp_path / "new.safetensors")

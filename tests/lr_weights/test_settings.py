@@ -103,8 +103,26 @@ def test_gui_era_aliases_are_accepted_with_a_warning(caplog):
 
 
 def test_typo_of_a_known_key_is_an_error():
-    with pytest.raises(NetworkArgError, match="did you mean down_lr_weight"):
+    with pytest.raises(NetworkArgError, match="did you mean down_lr_weight") as error:
         settings(down_lr_weigth="sine")
+    assert str(error.value).endswith("did you mean down_lr_weight?")  # no stray "?."
+
+
+@pytest.mark.parametrize("key, meant", [("Down_LR_Weight", "down_lr_weight"), ("MID_LR_WEIGHT", "mid_lr_weight"), ("Conv_Dim", "conv_dim"), ("block-dims", "block_dims")])
+def test_other_case_of_a_known_key_is_an_error(key, meant):
+    # sd-scripts reads keys case-sensitively: Down_LR_Weight would silently train with no block LRs.
+    with pytest.raises(NetworkArgError, match=f"did you mean {meant}\\?") as error:
+        settings(**{key: "1"})
+    assert error.value.key == key
+
+
+def test_gui_alias_errors_name_the_alias_given():
+    with pytest.raises(NetworkArgError) as error:
+        settings(conv_dims="4")
+    assert error.value.key == "conv_dims"
+    with pytest.raises(NetworkArgError) as error:
+        settings(conv_dim="4", conv_alphas="1,2")
+    assert error.value.key == "conv_alphas"
 
 
 def test_unrelated_unknown_key_only_warns(caplog):

@@ -6,8 +6,16 @@ from lr_weights.cli import main
 
 
 class Result:
+    """`err` is what follows the subcommand's usage, which an error prints first (kept in `usage`)."""
+
     def __init__(self, code, out, err):
-        self.code, self.out, self.err = code, out, err
+        self.code, self.out = code, out
+        self.usage = ""
+        if err.startswith("usage: "):
+            marker = err.find("\nlr-weights ")
+            if marker >= 0:
+                self.usage, err = err[: marker + 1], err[marker + 1 :]
+        self.err = err
 
 
 @pytest.fixture

@@ -167,3 +167,33 @@ def test_bad_files(cli, tmp_path):
     out.write_text("keep")
     result = cli("gui", CONFIGS / "synthetic/seed-v189-sine-cosine.json", "-o", out)
     assert result.code == 2 and "--overwrite" in result.err and out.read_text() == "keep"
+
+
+def test_a_json_that_is_no_gui_config_says_so(cli, tmp_path):
+    package = tmp_path / "package.json"
+    package.write_text('{"name": "x", "version": "1.0.0", "scripts": {"test": "jest"}}', encoding="utf-8")
+    result = cli("gui", package)
+    assert result.code == 2
+    assert "is not a Kohya GUI config" in result.err and "LoRA_type" in result.err
+    assert "learning_rate=None" not in result.err
+
+
+def test_output_folder_and_sd_scripts_folder_are_checked_first(cli, tmp_path):
+    name = sorted(EXPECTED)[0]
+    missing = tmp_path / "missing" / "run.toml"
+    result = cli("gui", CONFIGS / name, "-o", missing)
+    assert result.code == 2 and f"-o='{missing}'" in result.err and "does not exist" in result.err
+    result = cli("gui", CONFIGS / name, "--sd-scripts", tmp_path / "nonexistent")
+    assert result.code == 2 and "--sd-scripts=" in result.err and "sd-scripts checkout" in result.err
+    assert result.out == ""
+
+
+def test_toml_is_written_by_the_toml_package(cli, tmp_path, monkeypatch):
+    import toml
+
+    calls = []
+    real = toml.dumps
+    monkeypatch.setattr(toml, "dumps", lambda table: calls.append(table) or real(table))
+    out = tmp_path / "run.toml"
+    assert cli("gui", CONFIGS / sorted(EXPECTED)[0], "-o", out).code == 0
+    assert len(calls) == 1 and calls[0]["network_module"] == tomllib.loads(out.read_text(encoding="utf-8"))["network_module"]

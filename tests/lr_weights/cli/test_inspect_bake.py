@@ -176,3 +176,28 @@ def test_bad_files_give_one_line_errors(cli, tmp_path, trained, command):
         assert result.code == 2, (path, result.err)
         assert result.err.count("\n") == 1 and result.err.startswith(f"lr-weights {command}: error: ")
         assert fragment in result.err and path.name in result.err
+
+
+def test_inspect_arch_of_another_layout_is_an_error(cli, trained):
+    result = cli("inspect", trained, "--arch", "sdxl", "--no-progress")
+    assert result.code == 2
+    assert "--arch='sdxl'" in result.err and "sd1's" in result.err
+    assert cli("bake", trained, "--lbw", "ALL", "--arch", "sdxl", "-o", trained.parent / "x.safetensors").code == 2
+
+
+def test_bake_without_output_names_the_option(cli, trained):
+    result = cli("bake", trained, "--lbw", "OUTD")
+    assert result.code == 2
+    assert "-o OUT.safetensors" in result.err and "--in-place" in result.err
+
+
+def test_missing_output_folders_fail_before_any_work(cli, trained, tmp_path, monkeypatch):
+    from lr_weights import lora_file
+
+    monkeypatch.setattr(lora_file, "bake", lambda *a, **k: pytest.fail("bake ran"))
+    missing = tmp_path / "missing" / "out.safetensors"
+    result = cli("bake", trained, "--lbw", "OUTD", "-o", missing)
+    assert result.code == 2 and f"-o='{missing}'" in result.err
+    monkeypatch.setattr(lora_file, "read_summary", lambda *a, **k: pytest.fail("inspect ran"))
+    result = cli("inspect", trained, "--plot", tmp_path / "missing" / "p.png")
+    assert result.code == 2 and "--plot=" in result.err and "does not exist" in result.err

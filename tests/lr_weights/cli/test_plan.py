@@ -103,3 +103,16 @@ def test_architecture_from_a_checkpoint(cli, tmp_path):
 def test_unknown_module(cli):
     result = cli("plan", "--network_module", "lycoris.kohya")
     assert result.code == 2 and "lr_weights.lora or lr_weights.dylora" in result.err
+
+
+def test_no_learning_rate_note_when_both_rates_are_given(cli):
+    both = cli("plan", "--arch", "sd1", "--unet_lr", "1e-4", "--text_encoder_lr", "5e-5")
+    assert both.code == 0 and "learning_rate not given" not in both.out
+    one = cli("plan", "--arch", "sd1", "--unet_lr", "1e-4")
+    assert "learning_rate not given: sd-scripts' default 2e-06 applies to text_encoder_lr" in one.out
+
+
+def test_alias_errors_blame_the_name_given(cli):
+    result = cli("plan", "--arch", "sd1", "--network_args", "conv_dims=4")
+    assert result.code == 2
+    assert "conv_dims='4'" in result.err and "conv_block_dims" not in result.err.split("is not valid")[0]

@@ -38,14 +38,14 @@ def test_threshold_prunes_by_weight_alone(cli):
     result = cli("show", "down=linear", "up=reverse_linear", "--threshold", "0.5", "--format", "json")
     blocks = {b["block"]: b for b in json.loads(result.out)["blocks"]}
     assert blocks["IN05"]["status"] == "pruned" and blocks["IN05"]["weight"] == 0  # linear: 5/11 = 0.45
-    assert blocks["IN06"]["status"] == "train"  # 6/11 = 0.55 > 0.5
+    assert blocks["IN07"]["status"] == "train"  # 7/11 = 0.64 > 0.5 (IN06, a downsampler, has no LoRA modules)
 
 
 def test_threshold_above_every_weight_is_an_error(cli):
     result = cli("show", "down=linear", "mid=0.5", "up=linear", "threshold=2")
     assert result.code == 1
     assert "nothing in the U-Net would train" in result.err
-    assert "pruned: IN01" in result.out  # the table is still shown
+    assert "pruned: IN00, IN01" in result.out  # the table is still shown
 
 
 def test_sd_scripts_format_round_trips(cli):
@@ -74,10 +74,10 @@ def test_sdxl_layout(cli):
 @pytest.mark.parametrize(
     "argv, fragment",
     [
-        (["show", "sine"], "down=sine"),
+        (["show", "sine+"], "an offset after the sign"),
+        (["show", "bogus"], "LBW preset"),
         (["show", "down=bogus"], "down_lr_weight='bogus'"),
-        (["show", "left=1"], "KEY=VALUE with KEY one of"),
-        (["show", "1,1,1"], "LBW preset"),
+        (["show", "left=1"], "KEY is one of"),
         (["show", "OUTD", "down=1"], "not both"),
         (["show", "--arch", "sdxl", "lbw=" + ",".join(["1"] * 17)], "12 or 20"),
     ],
@@ -85,6 +85,7 @@ def test_sdxl_layout(cli):
 def test_bad_specs_are_one_line_errors(cli, argv, fragment):
     result = cli(*argv)
     assert result.code == 2
+    assert result.usage.startswith("usage: lr-weights show")
     assert result.err.count("\n") == 1 and result.err.startswith("lr-weights show: error: ")
     assert fragment in result.err
 
@@ -105,3 +106,95 @@ def test_help_has_examples(cli, capsys):
             cli(command, "--help")
         assert exit_info.value.code == 0
         assert "examples:" in capsys.readouterr().out
+
+
+def _upstream_presets():
+    from ...conftest import UPSTREAM
+
+    return json.loads((UPSTREAM / "presets.json").read_text(encoding="utf-8"))["newest"]
+
+
+@pytest.mark.parametrize("entry", _upstream_presets(), ids=lambda e: f"{e['family']}-{e['preset']}")
+def test_bare_spec_expands_as_upstream(cli, entry):
+    # The values sd-scripts' get_block_lr_weight returned for this preset (threshold 0, its default).
+    arch = ["--arch", "sdxl"] if entry["family"] == "sdxl" else []
+    result = cli("show", entry["preset"], "--format", "json", *arch)
+    document = json.loads(result.out)
+    assert document["spec"] == entry["preset"]
+    assert document["values"] == entry["values_threshold_0"]
+    assert len(document["values"]) == entry["n"]
+
+
+def test_bare_spec_table_lists_each_value_with_its_blocks(cli):
+    result = cli("show", "sine+.25")
+    assert result.code == 0, result.err
+    rows = [line.split() for line in result.out.splitlines()[2:14]]
+    # printed with 6 significant digits: rounding moves a value by at most half a unit of the 6th
+    assert [float(r[1]) for r in rows] == pytest.approx(SINE_25, rel=5e-6)
+    assert rows[0][2:] == ["IN00", "OUT00"] and rows[11][2:] == ["IN11", "OUT11"]
+
+
+def test_bare_spec_is_down_and_up_in_the_other_formats(cli):
+    args = dict(part.strip('"').split("=", 1) for part in cli("show", "sine+.25", "--format", "sd-scripts").out.split()[1:])
+    assert resolve_block_lr_weights(SD, args["down_lr_weight"], args["mid_lr_weight"], args["up_lr_weight"]) == resolve_block_lr_weights(
+        SD, "sine+.25", None, "sine+.25"
+    )
+    assert cli("show", "sine+.25", "down=1").code == 2  # down given twice
+
+
+def _statuses(cli, *argv):
+    document = json.loads(cli("show", *argv, "--format", "json").out)
+    return {b["block"]: b["status"] for b in document["blocks"]}
+
+
+@pytest.mark.parametrize("arch, conv", [("sd1", False), ("sd1", True), ("sdxl", False), ("sdxl", True)])
+def test_show_and_plan_agree_on_which_blocks_train(cli, arch, conv):
+    weights = ["down=sine+.25", "mid=1", "up=cosine+.25"]
+    show_arch = "sdxl" if arch == "sdxl" else "sd"
+    statuses = _statuses(cli, *weights, *(["conv_dim=4"] if conv else []), "--arch", show_arch)
+    network_args = [w.replace("=", "_lr_weight=", 1) for w in weights] + (["conv_dim=4"] if conv else [])
+    plan = json.loads(cli("plan", "--arch", arch, "--json", "--network_args", *network_args).out)
+    planned = {row["name"]: row["status"] for row in plan["rows"] if row["block"] >= 0}
+    assert planned.keys() == statuses.keys()
+    for block, status in planned.items():
+        assert (status == "train") == (statuses[block] == "train"), block
+    if not conv:  # SD: the LoRA blocks of the LBW 17 vector, minus BASE (README's block map)
+        trained = sorted(b for b, s in statuses.items() if s == "train")
+        if arch == "sd1":
+            assert trained == sorted(["IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00"] + [f"OUT{i:02d}" for i in range(3, 12)])
+        assert statuses["IN03" if arch == "sd1" else "IN01"].startswith("no modules (conv only")
+
+
+def test_near_miss_key_gets_a_suggestion(cli):
+    result = cli("show", "down_lr_weigth=sine")
+    assert result.code == 2
+    assert "did you mean down_lr_weight?" in result.err
+    assert result.usage.startswith("usage: lr-weights show")
+
+
+def test_plot_marks_pruned_and_moduleless_blocks(cli, tmp_path, monkeypatch):
+    from lr_weights.cli import _util, show
+
+    drawn = {}
+    monkeypatch.setattr(show, "save_bar_chart", lambda *a, **k: drawn.update(args=a, kwargs=k))
+    cli("show", "down=linear", "up=1", "--unet-lr", "1e-4", "--plot", tmp_path / "w.png")
+    labels, series, ylabel = drawn["args"][1], drawn["args"][2], drawn["args"][4]
+    kinds = dict(zip(labels, drawn["kwargs"]["kinds"]))
+    assert kinds["IN00"] == "pruned" and kinds["IN03"] == "no modules" and kinds["IN01"] == "train"
+    assert set(kinds.values()) <= set(_util.BAR_STYLES)
+    assert ylabel == "effective U-Net LR" and series[0][1][labels.index("OUT05")] == pytest.approx(1e-4)
+    assert drawn["kwargs"]["xlabel"] == "U-Net block"
+
+
+def test_plot_is_drawn(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "w.png"
+    assert cli("show", "down=linear", "up=1", "--plot", path, "--plot-size", "600x300").code == 0
+    assert png_size(path) == (600, 300)
+
+
+def test_plot_into_a_missing_folder_fails_before_any_work(cli, tmp_path):
+    result = cli("show", "down=linear", "--plot", tmp_path / "missing" / "w.png")
+    assert result.code == 2
+    assert f"--plot='{tmp_path / 'missing' / 'w.png'}'" in result.err and "does not exist" in result.err
+    assert result.out == ""
