@@ -29,10 +29,10 @@ from .errors import NetworkArgError
 from .io import load_lora_file
 from .log import ensure_visible
 from .lora import get_block_lr_weight
-from .lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, module_from_state_dict, module_names, record_modules
+from .lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, lycoris_logs_forwarded, module_from_state_dict, module_names, record_modules
 from .lycoris_network import LycorisBlockNetwork
 from .network import ModulePlan
-from .settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
+from .settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
 from .targets import Target, as_text_encoder_list, text_encoder_prefixes
 
 logger = logging.getLogger(__name__)
@@ -97,10 +97,10 @@ def split_args(kwargs: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any
         elif key in KNOWN_KEYS or key in ("conv_dims", "conv_alphas"):
             ours[key] = value
         else:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            close = near_miss(key, known) or next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.6)), None)
             raise NetworkArgError(
                 key, value,
-                "an arg lr_weights.lycoris or lycoris-lora knows" + (f"; did you mean {close[0]}?" if close else f" ({', '.join(known)})"),
+                "an arg lr_weights.lycoris or lycoris-lora knows (names are case-sensitive)" + (f"; did you mean {close}?" if close else f" ({', '.join(known)})"),
             )
     return ours, theirs
 
@@ -148,6 +148,8 @@ def create_network(
     if neuron_dropout is not None:  # lycoris.kohya ignores --network_dropout; we pass it on
         theirs["dropout"] = parse_probability("neuron_dropout", neuron_dropout)
     theirs.setdefault("warn_on_unmatched", warn_on_unmatched)
+    if network_alpha is None:  # sd-scripts always passes one (default 1); lycoris.kohya fails on None
+        network_alpha = 1.0
 
     if algo not in ("lora", "locon") and any(ours.get(k) is not None for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")):
         logger.warning("LoRA+ ratios have no effect with algo=%s: LoRA+ speeds up a LoCon's lora_up, which %s has not (lycoris.kohya ignores them too).", algo, algo)
@@ -166,7 +168,8 @@ def create_network(
     settings = parse_network_settings(arch, network_dim, network_alpha, block_args, neuron_dropout)
     options = settings.options
 
-    plans, modules, zero_dim_blocks = _plan(arch, settings, ours, recording)
+    with lycoris_logs_forwarded():  # module constructors log too ("using full matrix mode")
+        plans, modules, zero_dim_blocks = _plan(arch, settings, ours, recording)
     network = LycorisBlockNetwork(arch, plans, modules, options, multiplier=multiplier, algo=algo, zero_dim_blocks=zero_dim_blocks)
     log_created(network, f"LyCORIS {algo} network")
     return network
@@ -265,7 +268,8 @@ def create_network_from_weights(
     for lora_name, layer, is_unet in layers:
         if lora_name not in wanted or lora_name in modules:
             continue
-        module = module_from_state_dict(weights_sd, lora_name, layer)
+        with lycoris_logs_forwarded():
+            module = module_from_state_dict(weights_sd, lora_name, layer)
         if module is None:
             continue
         module.multiplier = multiplier

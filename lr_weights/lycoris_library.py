@@ -9,6 +9,7 @@ so that lr_weights.lycoris can build the same ones (or fewer, per block) in the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -161,16 +162,37 @@ def _preset_kept_local(network_class) -> Iterator[None]:
                 setattr(network_class, name, saved[name])
 
 
+class _Forward(logging.Handler):
+    """Hands lycoris-lora's log records to lr_weights' logger (which sd-scripts and the CLI show)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        # lycoris-lora warns about every class of its all-models target list that an SD model
+        # lacks (Flux, Wan, Qwen blocks ...): true and useless here, so it goes to debug.
+        quiet = message.startswith(("UNet: No modules matched", "Text Encoder: No modules matched", "No modules matched"))
+        level = logging.DEBUG if quiet else record.levelno
+        _LOGGER.log(level, "lycoris-lora: %s", message)
+
+
+_LOGGER = logging.getLogger("lr_weights.lycoris")
+
+
 @contextlib.contextmanager
-def _quiet_lycoris_info() -> Iterator[None]:
-    """lycoris-lora's info lines would count placeholders; lr_weights logs the real table after."""
+def lycoris_logs_forwarded() -> Iterator[None]:
+    """While lycoris-lora runs for us: its warnings through lr_weights' logger, its info lines
+    (which would count placeholders while recording) dropped; its own stdout handler paused."""
     from lycoris.logging import logger as lycoris_logger
 
-    level = lycoris_logger.level
-    lycoris_logger.setLevel(max(level, 30))  # WARNING: keep lycoris-lora's warnings
+    level, handlers, propagate = lycoris_logger.level, list(lycoris_logger.handlers), lycoris_logger.propagate
+    forward = _Forward()
+    lycoris_logger.handlers = [forward]
+    lycoris_logger.propagate = False
+    lycoris_logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
+        lycoris_logger.handlers = handlers
+        lycoris_logger.propagate = propagate
         lycoris_logger.setLevel(level)
 
 
@@ -201,7 +223,7 @@ def record_modules(multiplier, network_dim, network_alpha, text_encoder, unet, l
         return record
 
     table = {algo: recorder(cls) for algo, cls in network_module_dict.items()}
-    with _RECORDING, _preset_kept_local(network_class), _quiet_lycoris_info():
+    with _RECORDING, _preset_kept_local(network_class), lycoris_logs_forwarded():
         original_table = module_globals.get("network_module_dict")
         module_globals["network_module_dict"] = table
         try:

@@ -35,6 +35,8 @@ _MODULES = {
     "networks.lora": "lr_weights.lora",
     "lr_weights.dylora": "lr_weights.dylora",
     "networks.dylora": "lr_weights.dylora",
+    "lr_weights.lycoris": "lr_weights.lycoris",
+    "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
 }
 
 
@@ -44,7 +46,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
-    parser.add_argument("--network-module", "--network_module", dest="network_module", help="lr_weights.lora (default) or lr_weights.dylora")
+    parser.add_argument("--network-module", "--network_module", dest="network_module", help="lr_weights.lora (default), lr_weights.dylora or lr_weights.lycoris (with network_args algo=...)")
     parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
     parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
     parser.add_argument("--network-args", "--network_args", dest="network_args", nargs="*", default=None, metavar="KEY=VALUE")
@@ -131,7 +133,7 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
     module = settings.get("network_module")
     if module not in _MODULES:
-        raise NetworkArgError("network_module", module, "lr_weights.lora or lr_weights.dylora (networks.lora / networks.dylora are planned as those)")
+        raise NetworkArgError("network_module", module, "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris (networks.lora / networks.dylora / lycoris.kohya are planned as those)")
     return arch, _MODULES[module], settings, notes
 
 
