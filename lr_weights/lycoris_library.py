@@ -20,6 +20,9 @@ from torch import nn
 
 from .errors import NetworkArgError
 
+# Tested: 4.0.0 (all but algo=full, whose FullModule cannot be restored there), 4.1.0, 4.1.3.
+# 3.x builds the same LoKr/LoHa/LoCon tensors but differs elsewhere (no ia3 in kohya, older groups).
+MINIMUM_MAJOR = 4
 INSTALL_HINT = 'lr_weights.lycoris needs the lycoris-lora library: pip install "lr-weights[lycoris]" (or: pip install lycoris-lora)'
 
 # Attributes that lycoris.kohya's `apply_preset` writes onto the LycorisNetworkKohya class. They
@@ -48,6 +51,11 @@ def import_lycoris():
         import lycoris.kohya  # noqa: F401  (the sd-scripts entry point is what we build on)
     except ImportError as error:
         raise ImportError(f"{INSTALL_HINT} ({error})") from None
+    version = lycoris_version()
+    if version.split(".")[0].isdigit() and int(version.split(".")[0]) < MINIMUM_MAJOR:
+        logging.getLogger("lr_weights.lycoris").warning(
+            "lycoris-lora %s is older than the 4.x lr_weights.lycoris is tested with; pip install -U lycoris-lora", version
+        )
     return lycoris
 
 
@@ -275,16 +283,26 @@ def module_from_state_dict(weights: Mapping[str, torch.Tensor], lora_name: str, 
 def delta_weight(module: nn.Module, multiplier: float = 1.0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """(ΔW, Δbias) of one lycoris-lora module, exactly as its forward applies it at `multiplier`.
 
-    For LoHa and LoKr, lycoris-lora 4.1.3's get_diff_weight / get_merged_weight scale by alpha/dim
-    twice (their get_weight already applies it), so merging or extracting with them disagrees with
-    what was trained whenever alpha != dim. Their forward uses get_weight once; so do we.
+    For LoHa and LoKr, lycoris-lora 4.1.3's get_weight already applies alpha/dim and its
+    get_diff_weight / get_merged_weight apply it again, so merging or extracting with them disagrees
+    with what was trained whenever alpha != dim (3.x's get_weight has no scale, and there they
+    agree). The forward uses get_weight x scalar (4.x) or x scale x scalar (3.x); which one this
+    lycoris-lora does is read from the module itself: does get_weight follow `scale`?
     """
     layer = module.org_module[0]
     weight = layer.weight.detach()
     kind = getattr(type(module), "name", "")
     with torch.no_grad():
         if kind in ("loha", "kron"):
-            diff = module.get_weight(tuple(weight.shape)) * module.scalar
+            shape = tuple(weight.shape)
+            diff = module.get_weight(shape)
+            scale = module.scale
+            try:
+                module.scale = scale * 2 if scale else 1.0
+                follows_scale = not torch.equal(module.get_weight(shape), diff)
+            finally:
+                module.scale = scale
+            diff = diff * module.scalar if follows_scale else diff * scale * module.scalar
             diff = diff.reshape(weight.shape).to(weight.dtype)
             if getattr(module, "wd", False):
                 return module.apply_weight_decompose(weight + diff, multiplier) - weight, None
