@@ -210,7 +210,13 @@ def _plan(arch, settings, ours: Mapping[str, Any], recording):
                         continue
                 if given[alphas_key]:
                     alpha = (settings.conv_block_alphas if conv else settings.block_alphas)[block]
-        module = record.build(dim=dim, alpha=alpha)
+        try:
+            module = record.build(dim=dim, alpha=alpha)
+        except NotImplementedError as error:  # "Cannot copy out of meta tensor": a weightless model
+            raise ValueError(
+                f"{record.module_class.__name__} ({record.lora_name}) copies the base layer's weights, which this model "
+                f"does not hold (meta device: lr-weights plan); count its params as the layer's ({error})"
+            ) from None
         modules[record.lora_name] = module
         plans.append(ModulePlan(Target(record.lora_name, record.layer, block, record.is_unet), dim or 0, alpha or 0.0))
     if unknown:
