@@ -172,7 +172,7 @@ class LycorisBakeResult:
 def bake_lycoris(path: str, output: str, lbw: str, model: Optional[str] = None) -> LycorisBakeResult:
     """Scale one factor of every module by its block's LBW weight (BASE for text encoders); keep
     every key and shape (weight 0 zeroes the factor), so whatever loaded the input loads the output."""
-    from .io import atomic_write_bytes, load_lora_file, read_metadata
+    from .io import atomic_write_bytes, load_lora_file, read_metadata, save_lora_file
     from .lbw import lbw_vector, parse_lbw
 
     weights = load_lora_file(path)
@@ -219,9 +219,5 @@ def bake_lycoris(path: str, output: str, lbw: str, model: Optional[str] = None) 
         metadata.pop("sshs_legacy_hash", None)
         atomic_write_bytes(os.fspath(output), save(tensors, metadata))
     else:
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(out, buffer)
-        atomic_write_bytes(os.fspath(output), buffer.getvalue())
+        save_lora_file(os.fspath(output), out)
     return LycorisBakeResult(len(names), scaled, factors)

@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .errors import NetworkArgError
-from .io import atomic_write_bytes, is_safetensors_path, load_lora_file
+from .io import atomic_write_bytes, is_safetensors_path, load_lora_file, save_lora_file
 from .loading import describe
 from .lycoris_library import delta_weight
 from .network import LoRANetwork, ModulePlan
@@ -98,11 +98,7 @@ class LycorisBlockNetwork(LoRANetwork):
                     raise NetworkArgError("metadata", f"{key}: {value!r}", "string values (safetensors stores strings only)")
             atomic_write_bytes(file, save(tensors, metadata))
             return
-        import io
-
-        buffer = io.BytesIO()
-        torch.save(tensors, buffer)
-        atomic_write_bytes(file, buffer.getvalue())
+        save_lora_file(file, tensors)  # .pt/.ckpt: no metadata, no hashes; the same atomic writer
 
     def apply_max_norm_regularization(self, max_norm_value: float, device) -> Tuple[int, float, float]:
         """lycoris-lora's per-module max-norm (`apply_max_norm`), summed as lycoris.kohya does."""

@@ -92,8 +92,17 @@ def test_sd1_default_preset_trains_where_upstream_crashes(workspace, algo, args)
 def test_block_lrs_train_and_save(workspace):
     path = workspace.train(
         "sd1", CANDIDATE,
-        ["algo=lokr", "factor=4", "down_lr_weight=sine+.25", "mid_lr_weight=1", "up_lr_weight=cosine+.25", "block_lr_zero_threshold=0.3"],
+        ["algo=lokr", "factor=4", "down_lr_weight=sine+.25", "mid_lr_weight=1", "up_lr_weight=cosine+.25", "block_lr_zero_threshold=0.4"],
         out_name="lyco_sd1_lokr_blocks__candidate",
     )
-    log = (path.parent / "train.log").read_text()
-    assert "unet_block" in log or path.stat().st_size > 0
+    from safetensors import safe_open
+
+    from lr_weights.blocks import SD, block_index
+
+    with safe_open(str(path), "pt") as handle:
+        keys = list(handle.keys())
+        rows = json.loads(handle.metadata()["lr_weights_blocks"])
+    pruned = {r["block"] for r in rows if r["status"] == "pruned"}
+    assert 1 in pruned  # sine+.25 is 0.39 in IN01, at or under the threshold 0.4
+    assert not [k for k in keys if k.startswith("lora_unet") and block_index(k.split(".")[0], SD) in pruned]
+    assert [k for k in keys if k.startswith("lora_unet") and block_index(k.split(".")[0], SD) == 24]
