@@ -409,3 +409,24 @@ def test_merge_to_equals_the_patched_forward(tmp_path):
     merged.merge_to(te2, unet2, weights, torch.float32, "cpu")
     # float32 merge vs patched forward: rounding of W + ΔW, well under 1e-4 for O(1) activations
     assert torch.allclose(predict(te2, unet2), expected, atol=1e-4, rtol=0)
+
+
+def test_pt_files_save_and_load(tmp_path):
+    network, text_encoder, unet = build(ours, algo="loha", preset="attn-mlp")
+    perturb(network)
+    expected = predict(text_encoder, unet)
+    path = tmp_path / "a.pt"
+    network.save_weights(str(path), None, {})
+    other, te2, unet2 = build(ours, seed=7, algo="loha", preset="attn-mlp")
+    other.load_weights(str(path))
+    assert torch.equal(predict(te2, unet2), expected)
+
+
+def test_missing_library_gives_the_install_hint(monkeypatch):
+    import sys
+
+    from lr_weights.lycoris_library import import_lycoris
+
+    monkeypatch.setitem(sys.modules, "lycoris", None)
+    with pytest.raises(ImportError, match=r'pip install "lr-weights\[lycoris\]"'):
+        import_lycoris()
