@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from ._util import captured_logs, print_warnings
+from ._util import captured_logs, parse_size, print_warnings, save_bar_chart
 
 
 def holds_lycoris_modules(path: str) -> bool:
@@ -32,6 +32,12 @@ def holds_lycoris_modules(path: str) -> bool:
 def run_inspect(args: argparse.Namespace) -> int:
     from ..lycoris_file import read_lycoris_summary
 
+    size = None
+    if getattr(args, "plot", None):
+        from ..io import check_output_path
+
+        size = parse_size(args.plot_size)
+        check_output_path(args.plot, "--plot")
     with captured_logs() as warnings:
         summary = read_lycoris_summary(args.file, args.arch)
     rows = summary.block_rows()
@@ -66,8 +72,17 @@ def run_inspect(args: argparse.Namespace) -> int:
             if key in summary.metadata:
                 print(f"  {key}: {summary.metadata[key]}")
     print_warnings("inspect", warnings)
-    if getattr(args, "plot", None):
-        print("lr-weights inspect: --plot is not drawn for LyCORIS files yet", file=sys.stderr)
+    if size is not None:
+        save_bar_chart(
+            args.plot,
+            [r["block"] for r in rows],
+            [("ΔW norm", [r["norm"] for r in rows])],
+            f"{summary.model.upper()} LyCORIS ({', '.join(sorted(summary.algos))}): weight change per block",
+            "‖ΔW‖ over the block's modules",
+            size,
+            xlabel="block (TE: text encoders)",
+        )
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -74,6 +74,16 @@ def test_inspect_lokr_file(cli, lokr_file):
     assert text.code == 0 and "LyCORIS modules" in text.out
 
 
+def test_inspect_plot_of_a_lokr_file(cli, tmp_path, lokr_file):
+    pytest.importorskip("matplotlib")
+    from .conftest import png_size
+
+    plot = tmp_path / "blocks.png"
+    result = cli("inspect", lokr_file, "--plot", plot, "--plot-size", "800x300")
+    assert result.code == 0, result.err
+    assert png_size(plot) == (800, 300)
+
+
 def test_bake_lokr_scales_one_factor_and_keeps_every_key(cli, tmp_path, lokr_file):
     output = tmp_path / "outd.safetensors"
     result = cli("bake", lokr_file, "--lbw", "OUTD", "-o", output)
