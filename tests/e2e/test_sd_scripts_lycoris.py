@@ -105,4 +105,4 @@ def test_block_lrs_train_and_save(workspace):
     pruned = {r["block"] for r in rows if r["status"] == "pruned"}
     assert 1 in pruned  # sine+.25 is 0.39 in IN01, at or under the threshold 0.4
     assert not [k for k in keys if k.startswith("lora_unet") and block_index(k.split(".")[0], SD) in pruned]
-    assert [k for k in keys if k.startswith("lora_unet") and block_index(k.split(".")[0], SD) == 24]
+    assert [k for k in keys if k.startswith("lora_unet") and block_index(k.split(".")[0], SD) == 12]  # M00, weight 1
