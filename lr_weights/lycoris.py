@@ -152,7 +152,7 @@ def create_network(
         network_alpha = 1.0
 
     if algo not in ("lora", "locon") and any(ours.get(k) is not None for k in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")):
-        logger.warning("LoRA+ ratios have no effect with algo=%s: LoRA+ speeds up a LoCon's lora_up, which %s has not (lycoris.kohya ignores them too).", algo, algo)
+        logger.warning("LoRA+ ratios have no effect with algo=%s: LoRA+ speeds up a LoCon's lora_up, and algo=%s has none (lycoris.kohya ignores them too).", algo, algo)
     recording = record_modules(multiplier, network_dim, network_alpha, text_encoder, unet, theirs)
     if recording.duplicates:
         logger.warning(
