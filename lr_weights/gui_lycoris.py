@@ -60,3 +60,13 @@ def lycoris_gui_network_args(config: Mapping[str, Any], lora_type: str, clean: C
         if truthy(config.get(key, "")):
             pairs.append((key, clean(key, config[key])))
     return pairs
+
+
+def block_args_only(args: Mapping[str, str]) -> dict:
+    """The args lr_weights' own parser reads (block args, dropouts, conv dims), without the
+    LyCORIS-only ones, so a converted config can be checked without lycoris-lora installed."""
+    from .lycoris_library import KNOWN_LYCORIS_ARGS
+    from .settings import KNOWN_KEYS
+
+    lycoris_only = (set(KNOWN_LYCORIS_ARGS) | {"rank_dropout_scale", "train_on_input"}) - set(KNOWN_KEYS)
+    return {k: v for k, v in args.items() if k not in lycoris_only}

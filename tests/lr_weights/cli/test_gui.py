@@ -106,6 +106,7 @@ def test_lycoris_types_convert_to_lr_weights_lycoris(cli, tmp_path, name):
     table = tomllib.loads(out.read_text(encoding="utf-8"))
     assert table["network_module"] == "lr_weights.lycoris"
     assert table["network_args"] == LYCORIS[name]
+    assert "not used by lr_weights" not in result.err  # LyCORIS' own args are not ours to warn about
 
 
 def test_learning_rates_follow_the_gui_rule():
