@@ -15,7 +15,8 @@ v26.0.0 (the same rule in every era, unless noted):
   `network_args.replace('"', '').split()`, so a value with a space ("1, 1, 1") is cut into
   pieces without `=` and sd-scripts crashes. v21.7.x's conv_dims/conv_alphas were never read by
   sd-scripts. We strip the spaces and use the conv_block_* names.
-- LyCORIS types go to `lycoris.kohya`, which has no block LRs.
+- LyCORIS types go to `lycoris.kohya`, which has no block LRs; they convert to
+  `lr_weights.lycoris` with their block fields (lr_weights/gui_lycoris.py).
 A key missing from a file takes the GUI's default (LoRA_type Standard, network_dim 8,
 network_alpha 1, conv_dim 1, conv_alpha 1, unit 1; block fields "").
 """
@@ -101,13 +102,14 @@ def _truthy(value: Any) -> bool:
 def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple[str, List[Tuple[str, str]]]:
     """(network module, [(key, value), ...]) the GUI would build, with lr_weights' module."""
     lora_type = str(gui_value(config, "LoRA_type"))
+    from .gui_lycoris import LYCORIS_GUI_TYPES, lycoris_gui_network_args
+
+    if lora_type in LYCORIS_GUI_TYPES:
+        return "lr_weights.lycoris", lycoris_gui_network_args(config, lora_type, _clean, _truthy)
     if lora_type not in BLOCK_LR_TYPES:
-        if lora_type.startswith("LyCORIS") or lora_type == "LoCon":
-            why = f"LoRA_type {lora_type!r} trains with LyCORIS (lycoris.kohya), which has no block learning rates"
-        else:
-            why = f"LoRA_type {lora_type!r} has no lr_weights module"
         raise ValueError(
-            f"{source}: {why}; block LRs need LoRA_type Standard, Kohya LoCon or Kohya DyLoRA "
+            f"{source}: LoRA_type {lora_type!r} has no lr_weights module; block LRs need LoRA_type Standard, Kohya LoCon, "
+            f"Kohya DyLoRA or a LyCORIS type ({', '.join(sorted(LYCORIS_GUI_TYPES))}) "
             "(set it in the GUI's LoRA type, or 'LoRA_type' in the JSON)"
         )
     module = BLOCK_LR_TYPES[lora_type]

@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if not str(output).lower().endswith(".safetensors"):
         raise NetworkArgError("-o", output, "a .safetensors file name")
     check_output_path(output, "-o")
+    from .lycoris_files import holds_lycoris_modules, run_bake
+
+    if holds_lycoris_modules(args.file):  # LoKr, LoHa, ...: one factor per module, every key kept
+        return run_bake(args, output)
     with captured_logs() as warnings:
         result = bake(args.file, output, args.lbw, args.arch, None if args.no_progress else progress)
     print_warnings("bake", warnings)

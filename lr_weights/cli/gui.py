@@ -41,6 +41,10 @@ def register(subparsers) -> None:
 def validate(converted, source: str) -> list:
     """Run the module's parser on the converted args; returns its warnings, raises on errors."""
     args = dict(converted.network_args)
+    if converted.network_module == "lr_weights.lycoris":  # lycoris-lora checks its own args at training
+        from ..gui_lycoris import block_args_only
+
+        args = block_args_only(args)
     check_list_lengths(converted.arch, args)
     with captured_logs() as warnings:
         settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)

@@ -88,8 +88,11 @@ def format_summary(summary, rows) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..lora_file import read_summary
+    from .lycoris_files import holds_lycoris_modules, run_inspect
 
     single_thread()
+    if holds_lycoris_modules(args.file):  # LoKr, LoHa, ...: rebuilt with lycoris-lora
+        return run_inspect(args)
 
     size = parse_size(args.plot_size) if args.plot else None
     if args.plot:

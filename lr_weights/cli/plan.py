@@ -39,6 +39,8 @@ _MODULES = {
     "networks.dylora": "lr_weights.dylora",
     "lr_weights.flux": "lr_weights.flux",
     "networks.lora_flux": "lr_weights.flux",
+    "lr_weights.lycoris": "lr_weights.lycoris",
+    "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
 }
 
 
@@ -48,7 +50,10 @@ def register(subparsers) -> None:
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
-    parser.add_argument("--network-module", "--network_module", dest="network_module", help="lr_weights.lora (default), lr_weights.dylora, or lr_weights.flux (the default for --arch flux)")
+    parser.add_argument(
+        "--network-module", "--network_module", dest="network_module",
+        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or lr_weights.flux (the default for --arch flux)",
+    )
     parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
     parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
     parser.add_argument("--network-args", "--network_args", dest="network_args", nargs="*", default=None, metavar="KEY=VALUE")
@@ -138,10 +143,14 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         module = "lr_weights.flux"
     if module not in _MODULES:
         raise NetworkArgError(
-            "network_module", module, "lr_weights.lora or lr_weights.dylora, or lr_weights.flux for --arch flux (networks.lora / networks.dylora / networks.lora_flux are planned as those)"
+            "network_module", module,
+            "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or lr_weights.flux for --arch flux "
+            "(networks.lora / networks.dylora / lycoris.kohya / networks.lora_flux are planned as those)",
         )
     if (_MODULES[module] == "lr_weights.flux") != (arch == "flux"):
-        raise NetworkArgError("network_module", module, f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.lora / dylora the SD family")
+        raise NetworkArgError(
+            "network_module", module, f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.lora / dylora / lycoris the SD family"
+        )
     return arch, _MODULES[module], settings, notes
 
 

@@ -55,9 +55,14 @@ EXPECTED = {
     "v26.0.0/test-config-Standard-AdamW.json": ("lr_weights.lora", []),
     "v26.0.0/test-config-locon-Adafactor.json": ("lr_weights.lora", ["conv_dim=16", "conv_alpha=8", "rank_dropout=0.1", "module_dropout=0.1"]),
 }
-LYCORIS = {
-    "v21.7.7/presets-lora-dadaptation.json": "LyCORIS/LoHa",
-    "v24.0.0/test-config-DyLoRA-Adafactor-toml.json": "LyCORIS/DyLoRA",
+LYCORIS = {  # LyCORIS types: the GUI's lycoris.kohya args (defaults filled in), then the block fields
+    "v21.7.7/presets-lora-dadaptation.json": ["preset=full", "conv_dim=8", "conv_alpha=8", "use_tucker=False", "rank_dropout=0", "bypass_mode=False", "dora_wd=False", "module_dropout=0", "use_scalar=False", "rank_dropout_scale=False", "algo=loha", "train_norm=False"],
+    "v24.0.0/test-config-DyLoRA-Adafactor-toml.json": ["preset=full", "conv_dim=64", "conv_alpha=64", "use_tucker=False", "block_size=1", "rank_dropout=0", "module_dropout=0", "algo=dylora", "train_norm=True"],
+    "synthetic/lycoris-lokr-blocks.json": [
+        "preset=full", "conv_dim=4", "conv_alpha=1", "use_tucker=False", "rank_dropout=0", "bypass_mode=False", "dora_wd=False", "module_dropout=0", "factor=8", "use_cp=False", "use_scalar=False",
+        "decompose_both=False", "rank_dropout_scale=False", "algo=lokr", "train_norm=False", "down_lr_weight=sine+.25", "mid_lr_weight=1", "up_lr_weight=cosine+.25", "block_lr_zero_threshold=0.4",
+    ],
+    "synthetic/lycoris-ia3-sdxl-blocks.json": ["preset=ia3", "conv_dim=1", "conv_alpha=1", "train_on_input=True", "algo=ia3", "down_lr_weight=1,1,1,1,0,0,1,1,1", "mid_lr_weight=1,0.5,1", "up_lr_weight=0.5,0.5,0.5,1,1,1,1,1,1"],
 }
 
 
@@ -94,11 +99,14 @@ def test_print_args_line(cli, name):
 
 
 @pytest.mark.parametrize("name", sorted(LYCORIS))
-def test_lycoris_types_get_a_clear_message(cli, name):
-    result = cli("gui", CONFIGS / name)
-    assert result.code == 2
-    assert result.err.count("\n") == 1
-    assert LYCORIS[name] in result.err and "Standard, Kohya LoCon or Kohya DyLoRA" in result.err
+def test_lycoris_types_convert_to_lr_weights_lycoris(cli, tmp_path, name):
+    out = tmp_path / "run.toml"
+    result = cli("gui", CONFIGS / name, "-o", out)
+    assert result.code == 0, result.err
+    table = tomllib.loads(out.read_text(encoding="utf-8"))
+    assert table["network_module"] == "lr_weights.lycoris"
+    assert table["network_args"] == LYCORIS[name]
+    assert "not used by lr_weights" not in result.err  # LyCORIS' own args are not ours to warn about
 
 
 def test_learning_rates_follow_the_gui_rule():

@@ -101,8 +101,8 @@ def test_architecture_from_a_checkpoint(cli, tmp_path):
 
 
 def test_unknown_module(cli):
-    result = cli("plan", "--network_module", "lycoris.kohya")
-    assert result.code == 2 and "lr_weights.lora or lr_weights.dylora" in result.err
+    result = cli("plan", "--network_module", "networks.oft")
+    assert result.code == 2 and "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris" in result.err
 
 
 def test_no_learning_rate_note_when_both_rates_are_given(cli):

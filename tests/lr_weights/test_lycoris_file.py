@@ -1,0 +1,147 @@
+"""Inspect and bake of LyCORIS files against ΔW measured independently of lycoris-lora's diff code.
+
+The independent ΔW of a Linear layer is what its patched forward adds: feed the identity matrix
+and subtract the base layer's output (y = x Wᵀ + b, so patched(I) - base(I) = ΔWᵀ). This sees
+only the forward pass that trained the file, none of lycoris-lora's get_diff_weight code.
+Tolerances: float32 over rows of a few dozen terms; 1e-5 relative is ~100 x the rounding.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("lycoris.kohya", reason="lycoris-lora is an optional extra (pip install lycoris-lora)")
+
+from lycoris.modules import get_module, make_module  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from lr_weights import lycoris as ours  # noqa: E402
+from lr_weights.blocks import SD, SDXL, block_index  # noqa: E402
+from lr_weights.errors import NetworkArgError  # noqa: E402
+from lr_weights.lbw import parse_lbw  # noqa: E402
+from lr_weights.lycoris_file import bake_lycoris, is_lycoris_file, model_layers, read_lycoris_summary  # noqa: E402
+from lr_weights.tiny import build_tiny_sd  # noqa: E402
+
+from .test_lycoris import build, perturb, shrunk_sdxl  # noqa: E402
+
+ALGOS = [("lokr", {"factor": "4"}), ("loha", {}), ("locon", {}), ("full", {}), ("ia3", {}), ("glora", {})]
+VECTOR = "0.5,0,1,0.25,1,2,1,1,0.75,0,1,1,1,0.5,1,1,1"  # LBW 17: BASE, IN01..OUT11
+
+
+def probe_deltas(network):
+    """name -> ΔW of every Linear module, from the patched forward alone, in float64 (so W + ΔW - W
+    loses nothing: ΔW is 1e-3 of W here, and float32 would leave 1e-4 relative noise)."""
+    deltas = {}
+    network.double()
+    with torch.no_grad():
+        for module in network.all_loras:
+            layer = module.org_module[0].double()
+            if not isinstance(layer, torch.nn.Linear):
+                continue
+
+            def added(x):
+                if hasattr(module, "_org_weight"):  # full: the applied module took the layer's weight over
+                    bias = module.org_bias[0].double() if module.org_bias else None
+                    base = torch.nn.functional.linear(x, module._org_weight[0].double(), bias)
+                else:
+                    base = module.org_forward(x)
+                return layer(x) - base
+
+            eye = torch.eye(layer.in_features, dtype=torch.float64)
+            # patched(I) - base(I) = ΔWᵀ + Δb; the zero input removes Δb (full trains the bias too)
+            deltas[module.lora_name] = (added(eye) - added(torch.zeros(1, layer.in_features, dtype=torch.float64))).T.clone()
+    return deltas
+
+
+def trained_file(tmp_path, algo, extra, name="in", probe=True):
+    network, text_encoder, unet = build(ours, algo=algo, preset="attn-mlp", **extra)
+    perturb(network, seed=4)
+    network.eval()
+    path = tmp_path / f"{name}_{algo}.safetensors"
+    network.save_weights(str(path), None, {"ss_note": "test"})
+    return path, probe_deltas(network) if probe else None
+
+
+def loaded_deltas(path):
+    text_encoder, unet = build_tiny_sd(seed=0)
+    network, _ = ours.create_network_from_weights(1.0, str(path), None, text_encoder, unet)
+    network.apply_to(text_encoder, unet, True, True)
+    network.eval()
+    return probe_deltas(network)
+
+
+@pytest.mark.parametrize("algo,extra", ALGOS[:4], ids=[a for a, _ in ALGOS[:4]])
+def test_inspect_norms_equal_the_forward_delta(tmp_path, algo, extra):
+    path, deltas = trained_file(tmp_path, algo, extra)
+    text_encoder, unet = build_tiny_sd(seed=0)
+    summary = read_lycoris_summary(str(path), model="sd1", layers=model_layers(text_encoder, unet))
+    by_name = {m.name: m for m in summary.modules}
+    assert set(by_name) == {k.split(".", 1)[0] for k in load_file(str(path))}
+    for name, delta in deltas.items():
+        assert by_name[name].exact
+        assert by_name[name].norm == pytest.approx(float(delta.norm()), rel=1e-5)  # float32 file vs float64 probe
+    rows = summary.block_rows()
+    assert rows[0]["block"] == "TE" and any(r["block"] == "M00" for r in rows)
+
+
+def test_inspect_marks_base_dependent_algorithms(tmp_path):
+    path, _ = trained_file(tmp_path, "ia3", {})
+    text_encoder, unet = build_tiny_sd(seed=0)
+    summary = read_lycoris_summary(str(path), model="sd1", layers=model_layers(text_encoder, unet))
+    assert summary.modules and not any(m.exact for m in summary.modules)
+
+
+@pytest.mark.parametrize("algo,extra", ALGOS, ids=[a for a, _ in ALGOS])
+def test_bake_scales_delta_w_exactly_and_keeps_every_key(tmp_path, algo, extra):
+    path, before = trained_file(tmp_path, algo, extra)
+    output = tmp_path / f"baked_{algo}.safetensors"
+    result = bake_lycoris(str(path), str(output), VECTOR, model="sd1")
+    original, baked = load_file(str(path)), load_file(str(output))
+    assert list(baked) == list(original)
+    assert all(baked[k].shape == original[k].shape and baked[k].dtype == original[k].dtype for k in original)
+    assert is_lycoris_file(baked) or algo == "locon"
+    weights = parse_lbw(SD, VECTOR)
+    after = loaded_deltas(output)
+    assert set(after) == set(before)
+    for name, delta in before.items():
+        w = weights.base if not name.startswith("lora_unet") else (weights.blocks[block_index(name, SD)] if block_index(name, SD) >= 0 else 1.0)
+        # float32 tensors scaled in float32: one rounding (2^-24) per stored value, products of a few
+        # dozen terms; 1e-6 of the largest entry is far above that and far below any real error.
+        scale = float(delta.abs().max()) + 1e-30
+        assert torch.allclose(after[name], w * delta, rtol=1e-5, atol=1e-6 * scale), name
+    assert result.modules == len({k.split(".", 1)[0] for k in original})
+    # lycoris-lora's own loader rebuilds every module of the baked file
+    text_encoder, unet = build_tiny_sd(seed=0)
+    layers = model_layers(text_encoder, unet)
+    for name in {k.split(".", 1)[0] for k in baked}:
+        module_class, params = get_module(baked, name)
+        assert module_class is not None
+        if algo != "ia3":  # lycoris-lora 4.1.3 cannot rebuild IA3 from any file (see lycoris_library)
+            assert make_module(module_class, params, name, layers[name]) is not None
+
+
+def test_baked_sdxl_lokr_loads_with_lycoris_kohya(tmp_path):
+    import lycoris.kohya as kohya
+
+    text_encoders, unet = shrunk_sdxl()
+    network = ours.create_network(1.0, 4, 1.0, None, text_encoders, unet, algo="lokr", factor="4")
+    network.apply_to(text_encoders, unet, True, True)
+    perturb(network)
+    path, output = tmp_path / "xl.safetensors", tmp_path / "xl_outd.safetensors"
+    network.save_weights(str(path), None, {})
+    bake_lycoris(str(path), str(output), "OUTD", model="sdxl")
+    assert {k: v.shape for k, v in load_file(str(output)).items()} == {k: v.shape for k, v in load_file(str(path)).items()}
+    fresh_te, fresh_unet = shrunk_sdxl()
+    loaded, _ = kohya.create_network_from_weights(1.0, str(output), None, fresh_te, fresh_unet)
+    assert len(loaded.unet_loras) + len(loaded.text_encoder_loras) == len(network.all_loras)
+    outd = parse_lbw(SDXL, "OUTD")
+    zeroed = [m for m in network.unet_loras if outd.blocks[block_index(m.lora_name, SDXL)] == 0]
+    assert zeroed  # OUTD keeps only some output blocks: the others are zero, not missing
+
+
+def test_bake_refuses_what_is_not_linear(tmp_path):
+    path, _ = trained_file(tmp_path, "diag-oft", {}, probe=False)
+    with pytest.raises(NetworkArgError, match="diag-oft.*not linear"):
+        bake_lycoris(str(path), str(tmp_path / "x.safetensors"), VECTOR, model="sd1")
+    path, _ = trained_file(tmp_path, "loha", {"dora_wd": "True"}, name="dora", probe=False)
+    with pytest.raises(NetworkArgError, match="without DoRA"):
+        bake_lycoris(str(path), str(tmp_path / "y.safetensors"), VECTOR, model="sd1")
