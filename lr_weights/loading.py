@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Iterable, List, Mapping, MutableMapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, MutableMapping, Sequence, Tuple
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import logging
 
 UNET_PREFIX = "lora_unet_"
 
@@ -171,3 +174,41 @@ def shape_mismatches(plans: Sequence, weights: Mapping[str, torch.Tensor]) -> Li
 def describe(problems: Sequence[str], limit: int = 5) -> str:
     shown = "; ".join(problems[:limit])
     return shown + (f"; and {len(problems) - limit} more" if len(problems) > limit else "")
+
+
+def check_file_fits(
+    file: str,
+    weights: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    *,
+    stranger: str,
+    remedy: str,
+    shared_suffixes: Tuple[str, ...] = (),
+) -> None:
+    """ValueError unless the file's tensors are this network's: at least one of its names is the
+    network's, and every tensor they share has the network's shape.
+
+    `stranger` guesses what a file sharing no name is, `remedy` says what to do about mismatched
+    shapes; names ending in `shared_suffixes` do not decide whether the file belongs (a key every
+    algorithm has).
+    """
+    if weights and own and not any(key in own for key in weights if not key.endswith(shared_suffixes)):
+        raise ValueError(
+            f"{file}: none of its {len(weights)} tensors belongs to this network ({stranger}), "
+            f"e.g. {sorted(weights)[0]}; this network's tensors are named like {next(iter(own))}"
+        )
+    mismatched = [
+        f"{key}: file {tuple(value.shape)} vs network {tuple(own[key].shape)}"
+        for key, value in weights.items()
+        if key in own and tuple(value.shape) != tuple(own[key].shape)
+    ]
+    if mismatched:
+        raise ValueError(f"{file} does not fit this network ({len(mismatched)} tensors differ in shape: {describe(mismatched)}). {remedy}")
+
+
+def log_load_info(logger: logging.Logger, file: str, info) -> None:
+    """Warn on the caller's logger about what a non-strict load_state_dict left out, either way."""
+    if info.unexpected_keys:
+        logger.warning("%s: %d tensors match no module of this network and were ignored, e.g. %s", file, len(info.unexpected_keys), info.unexpected_keys[0])
+    if info.missing_keys:
+        logger.warning("%s: %d tensors of this network were not in the file and keep their init, e.g. %s", file, len(info.missing_keys), info.missing_keys[0])

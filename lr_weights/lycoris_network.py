@@ -16,7 +16,7 @@ import torch
 from . import __version__
 from .errors import NetworkArgError
 from .io import atomic_write_bytes, is_safetensors_path, load_lora_file, save_lora_file
-from .loading import describe
+from .loading import check_file_fits, log_load_info
 from .lycoris_library import delta_weight
 from .network import LoRANetwork, ModulePlan
 from .table import ModuleFacts, block_table_json
@@ -48,28 +48,16 @@ class LycorisBlockNetwork(LoRANetwork):
         and shapes that disagree instead of a size-mismatch traceback from torch.
         """
         weights = load_lora_file(file)
-        own = self.state_dict()
-        # `.alpha` is a key of every algorithm; whether a file belongs here is decided by the others.
-        if weights and own and not any(key in own for key in weights if not key.endswith(".alpha")):
-            raise ValueError(
-                f"{file}: none of its {len(weights)} tensors belongs to this network (another algorithm or architecture?), "
-                f"e.g. {sorted(weights)[0]}; this network's tensors are named like {next(iter(own))}"
-            )
-        mismatched = [
-            f"{key}: file {tuple(value.shape)} vs network {tuple(own[key].shape)}"
-            for key, value in weights.items()
-            if key in own and tuple(value.shape) != tuple(own[key].shape)
-        ]
-        if mismatched:
-            raise ValueError(
-                f"{file} does not fit this network ({len(mismatched)} tensors differ in shape: {describe(mismatched)}). "
-                "Use --dim_from_weights to take the modules from the file, or the algo/dims it was trained with."
-            )
+        check_file_fits(
+            file,
+            weights,
+            self.state_dict(),
+            stranger="another algorithm or architecture?",
+            remedy="Use --dim_from_weights to take the modules from the file, or the algo/dims it was trained with.",
+            shared_suffixes=(".alpha",),  # a key of every algorithm: whether a file belongs is decided by the others
+        )
         info = self.load_state_dict(weights, strict=False)
-        if info.unexpected_keys:
-            logger.warning("%s: %d tensors match no module of this network and were ignored, e.g. %s", file, len(info.unexpected_keys), info.unexpected_keys[0])
-        if info.missing_keys:
-            logger.warning("%s: %d tensors of this network were not in the file and keep their init, e.g. %s", file, len(info.missing_keys), info.missing_keys[0])
+        log_load_info(logger, file, info)
         return info
 
     def save_weights(self, file: str, dtype: Optional[torch.dtype] = None, metadata: Optional[Mapping[str, str]] = None) -> None:

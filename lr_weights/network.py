@@ -21,7 +21,7 @@ from .errors import NetworkArgError
 from .functional import delta_weight, max_norm_ratio
 from .host import caller_reads_descriptions
 from .io import load_lora_file, save_lora_file
-from .loading import describe, dims_and_alphas, rename_diffusers_unet_keys, shape_mismatches, uses_ldm_unet_names
+from .loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_diffusers_unet_keys, shape_mismatches, uses_ldm_unet_names
 from .modules import LoRAModule, max_rank
 from .param_groups import ParamGroup, build_param_groups, first_lr, merge_param_groups, per_encoder_lrs
 from .settings import NetworkSettings, TrainingOptions
@@ -195,29 +195,17 @@ class LoRANetwork(nn.Module):
         weights = load_lora_file(file)
         if self.arch.is_sdxl:
             rename_diffusers_unet_keys(weights)
-        own = self.state_dict()
-        if weights and own and not any(key in own for key in weights):
-            raise ValueError(
-                f"{file}: none of its {len(weights)} tensors belongs to this network (a LoRA for another architecture?), "
-                f"e.g. {sorted(weights)[0]}; this network's tensors are named like {next(iter(own))}"
-            )
-        mismatched = [
-            f"{key}: file {tuple(value.shape)} vs network {tuple(own[key].shape)}"
-            for key, value in weights.items()
-            if key in own and tuple(value.shape) != tuple(own[key].shape)
-        ]
-        if mismatched:
-            raise ValueError(
-                f"{file} does not fit this network ({len(mismatched)} tensors differ in shape: {describe(mismatched)}). "
-                "Use --dim_from_weights to take dims from the file, or the network_dim/block_dims it was trained with."
-            )
+        check_file_fits(
+            file,
+            weights,
+            self.state_dict(),
+            stranger="a LoRA for another architecture?",
+            remedy="Use --dim_from_weights to take dims from the file, or the network_dim/block_dims it was trained with.",
+        )
         info = self.load_state_dict(weights, strict=False)
         for module in self.all_loras:
             module.set_alpha(float(module.alpha))
-        if info.unexpected_keys:
-            logger.warning("%s: %d tensors match no module of this network and were ignored, e.g. %s", file, len(info.unexpected_keys), info.unexpected_keys[0])
-        if info.missing_keys:
-            logger.warning("%s: %d tensors of this network were not in the file and keep their init, e.g. %s", file, len(info.missing_keys), info.missing_keys[0])
+        log_load_info(logger, file, info)
         return info
 
     def enable_gradient_checkpointing(self) -> None:
