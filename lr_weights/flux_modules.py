@@ -104,7 +104,7 @@ class FluxLoRAModule(LoRAModule):
     def factor_pairs(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """(down weight, up weight) per part: one pair, or one per split part (rows of ΔW in order)."""
         if self.split_dims is None:
-            return [(self.lora_down.weight, self.lora_up.weight)]
+            return super().factor_pairs()
         return [(down.weight, up.weight) for down, up in zip(self.lora_down, self.lora_up)]
 
     def delta_weight(self, multiplier: Optional[float] = None) -> torch.Tensor:

@@ -26,7 +26,6 @@ import torch
 
 from .archs import FLUX
 from .flux_modules import FluxLoRAModule
-from .functional import max_norm_ratio
 from .host import caller_reads_descriptions
 from .io import is_safetensors_path, load_lora_file, read_metadata
 from .network import LoRANetwork, ModulePlan
@@ -234,27 +233,6 @@ class FluxLoRANetwork(LoRANetwork):
         if self.split_qkv:
             metadata.setdefault(SPLIT_ALPHA_MARKER, "alpha x parts")
         super().save_weights(file, dtype, metadata)
-
-    def apply_max_norm_regularization(self, max_norm_value: float, device) -> Tuple[int, float, float]:
-        """As LoRANetwork's, with a split module's ΔW = its parts' rows; each part is scaled alike."""
-        keys_scaled = 0
-        norms = []
-        with torch.no_grad():
-            for module in self.all_loras:
-                pairs = module.factor_pairs()
-                delta = torch.cat([up.to(device).float() @ down.to(device).float() for down, up in pairs], dim=0) * module.scale
-                norm = delta.norm()
-                ratio = max_norm_ratio(norm, max_norm_value).cpu()
-                if ratio != 1:
-                    keys_scaled += 1
-                    root = ratio.sqrt().item()
-                    for down, up in pairs:
-                        up.mul_(root)
-                        down.mul_(root)
-                norms.append((norm * ratio.to(norm.device)).item())
-        if not norms:
-            return 0, 0.0, 0.0
-        return keys_scaled, sum(norms) / len(norms), max(norms)
 
     # ---- GGPO ----------------------------------------------------------------------------------
 

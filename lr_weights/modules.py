@@ -8,7 +8,7 @@ order, so that the same seed gives the same tensors as upstream.
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -94,6 +94,11 @@ class LoRAModule(nn.Module):
         else:
             nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
+
+    def factor_pairs(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """(down weight, up weight) per part of ΔW, whose rows the parts' products are in order: one part
+        here; FLUX's split_qkv modules have one per q/k/v(/MLP) part."""
+        return [(self.lora_down.weight, self.lora_up.weight)]
 
     @property
     def base_layer(self) -> nn.Module:

@@ -327,24 +327,27 @@ class LoRANetwork(nn.Module):
         save_lora_file(file, tensors, metadata)
 
     def apply_max_norm_regularization(self, max_norm_value: float, device) -> Tuple[int, float, float]:
-        """Scale down (up, down) pairs whose ΔW norm exceeds max_norm: (keys scaled, mean norm, max norm)."""
+        """Scale down (up, down) pairs whose ΔW norm exceeds max_norm: (keys scaled, mean norm, max norm).
+
+        A module with several parts (FLUX's split_qkv) is one ΔW, its parts' rows; each part is scaled alike.
+        """
         keys_scaled = 0
         norms = []
         with torch.no_grad():
             for module in self.all_loras:
-                down = module.lora_down.weight
-                up = module.lora_up.weight
-                delta = delta_weight(down.to(device), up.to(device), module.scale)
+                pairs = module.factor_pairs()
+                delta = torch.cat([delta_weight(down.to(device), up.to(device), module.scale) for down, up in pairs], dim=0)
                 norm = delta.norm()
                 ratio = max_norm_ratio(norm, max_norm_value).cpu()
                 if ratio != 1:
                     keys_scaled += 1
-                    if module.fa:  # lora_down is frozen: all of the scaling goes to lora_up
-                        up.mul_(ratio.item())
-                    else:
-                        root = ratio.sqrt().item()
-                        up.mul_(root)
-                        down.mul_(root)
+                    root = ratio.sqrt().item()
+                    for down, up in pairs:
+                        if module.fa:  # lora_down is frozen: all of the scaling goes to lora_up
+                            up.mul_(ratio.item())
+                        else:
+                            up.mul_(root)
+                            down.mul_(root)
                 norms.append((norm * ratio.to(norm.device)).item())
         if not norms:
             return 0, 0.0, 0.0
