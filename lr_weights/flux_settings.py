@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from .archs import FLUX
 from .archs.flux import FLUX_KEYS, NUM_DOUBLE, NUM_SINGLE
 from .errors import NetworkArgError
-from .settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, near_miss, parse_alpha, parse_int, parse_training_options, refuse_foreign_keys
+from .settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, near_miss, parse_alpha, parse_flag, parse_int, parse_training_options, refuse_foreign_keys
 from .weights import parse_float
 
 logger = logging.getLogger(__name__)
@@ -99,14 +99,7 @@ class FluxSettings:
 def parse_upstream_flag(key: str, value: Any) -> bool:
     """Upstream turns a flag on only for the exact string "True" (so "true" and "1" silently meant
     off); we take True/true/1/yes/on as on and refuse anything that is not a clear yes or no."""
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none"):
-        return False
-    raise NetworkArgError(key, value, "True or False")
+    return parse_flag(key, value, valid="True or False")
 
 
 def parse_block_selection(key: str, value: Any, total: int) -> Tuple[bool, ...]:

@@ -136,7 +136,8 @@ def parse_probability(key: str, value: Any) -> Optional[float]:
     return p
 
 
-def parse_flag(key: str, value: Any) -> bool:
+def parse_flag(key: str, value: Any, valid: str = "1 or 0 (also true/false, yes/no, on/off)") -> bool:
+    """On for 1/true/yes/on, off for 0/false/no/off/empty/none (any case); `valid` is how the error spells it."""
     if value is None or isinstance(value, bool):
         return bool(value)
     text = str(value).strip().lower()
@@ -144,7 +145,7 @@ def parse_flag(key: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off", "", "none"):
         return False
-    raise NetworkArgError(key, value, "1 or 0 (also true/false, yes/no, on/off)")
+    raise NetworkArgError(key, value, valid)
 
 
 def parse_ratio(key: str, value: Any) -> Optional[float]:
