@@ -219,14 +219,8 @@ class FluxLoRANetwork(LoRANetwork):
                 key = f"{module.lora_name}.alpha"
                 if key in weights:
                     weights[key] = weights[key] * len(module.split_dims)
-            return self._load_mapping(weights, file)
+            return self._load_with_alphas(weights)
         return super().load_weights(file)
-
-    def _load_mapping(self, weights: Mapping[str, torch.Tensor], file: str):
-        info = self.load_state_dict(weights, strict=False)
-        for module in self.all_loras:
-            module.set_alpha(float(module.alpha))
-        return info
 
     def save_weights(self, file: str, dtype: Optional[torch.dtype] = None, metadata: Optional[Mapping[str, str]] = None) -> None:
         metadata = dict(metadata or {})

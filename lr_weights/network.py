@@ -202,10 +202,15 @@ class LoRANetwork(nn.Module):
             stranger="a LoRA for another architecture?",
             remedy="Use --dim_from_weights to take dims from the file, or the network_dim/block_dims it was trained with.",
         )
+        info = self._load_with_alphas(weights)
+        log_load_info(logger, file, info)
+        return info
+
+    def _load_with_alphas(self, weights: Mapping[str, torch.Tensor]):
+        """load_state_dict (non-strict); the alphas it loaded set each module's scale."""
         info = self.load_state_dict(weights, strict=False)
         for module in self.all_loras:
             module.set_alpha(float(module.alpha))
-        log_load_info(logger, file, info)
         return info
 
     def enable_gradient_checkpointing(self) -> None:
