@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from .archs import FLUX
 from .archs.flux import FLUX_KEYS, NUM_DOUBLE, NUM_SINGLE
 from .errors import NetworkArgError
-from .settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, near_miss, parse_alpha, parse_flag, parse_int, parse_training_options, refuse_foreign_keys
+from .settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, check_unknown_keys, parse_alpha, parse_flag, parse_int, parse_training_options, refuse_foreign_keys
 from .weights import parse_float
 
 logger = logging.getLogger(__name__)
@@ -195,13 +195,7 @@ def normalise_flux_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     """Refuse SD-only args and likely typos; warn about args without effect or unknown."""
     refuse_foreign_keys(kwargs, FLUX, KNOWN_FLUX_KEYS)
     args = dict(kwargs)
-    for key in list(args):
-        if key in KNOWN_FLUX_KEYS:
-            continue
-        close = near_miss(key, KNOWN_FLUX_KEYS)
-        if close:
-            raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")
-        logger.warning("network arg %s=%r is not used by lr_weights.flux and is ignored.", key, args[key])
+    check_unknown_keys(args, KNOWN_FLUX_KEYS, "lr_weights.flux", logger)
     for key in NO_EFFECT_KEYS:
         if args.get(key) is not None:
             logger.warning("%s=%s has no effect: FLUX has no k x k convs (upstream lora_flux reads it and ignores it too).", key, args[key])

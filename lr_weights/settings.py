@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import AbstractSet, Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from .archs import SD, keys_of_other_architectures
 from .blocks import Architecture
@@ -230,14 +230,20 @@ def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
                 continue
             logger.warning("%s is an old Kohya GUI name for %s (sd-scripts ignored it); using it as %s.", alias, key, key)
             args[key] = value
+    check_unknown_keys(args, KNOWN_KEYS, "lr_weights", logger)
+    return args
+
+
+def check_unknown_keys(args: Mapping[str, Any], known: AbstractSet[str], module: str, log: logging.Logger) -> None:
+    """An unknown key that is a near miss of a known one is a NetworkArgError (a typo must not train
+    with the default); any other is logged on `log` as not used by `module`, and left in place."""
     for key in list(args):
-        if key in KNOWN_KEYS:
+        if key in known:
             continue
-        close = near_miss(key, KNOWN_KEYS)
+        close = near_miss(key, known)
         if close:
             raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")
-        logger.warning("network arg %s=%r is not used by lr_weights and is ignored.", key, args[key])
-    return args
+        log.warning("network arg %s=%r is not used by %s and is ignored.", key, args[key], module)
 
 
 def near_miss(key: str, known: Iterable[str]) -> Optional[str]:
