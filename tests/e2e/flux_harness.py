@@ -26,9 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -312,6 +310,7 @@ def compare_files(a: str, b: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 sd_scripts_dir = sd_harness.sd_scripts_dir
 sd_python = sd_harness.sd_python
+assert_same_files = sd_harness.assert_same_files
 
 
 def _env(sd_dir: Path) -> dict:
@@ -323,37 +322,22 @@ def _env(sd_dir: Path) -> dict:
     return env
 
 
-def _run(cmd: List[str], sd_dir: Path, log: Optional[Path] = None) -> None:
-    proc = subprocess.run(cmd, cwd=str(sd_dir), env=_env(sd_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if log is not None:
-        log.write_text(proc.stdout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)[:2000]}\n--- output tail ---\n{proc.stdout[-8000:]}")
+class FluxWorkspace(sd_harness.TinyWorkspace):
+    """The tiny FLUX model files, trained by flux_train_network.py."""
 
-
-def _call_self(args: Sequence[str], sd_dir: Path) -> None:
-    _run([sd_python(), str(Path(__file__).resolve()), *args], sd_dir)
-
-
-class FluxWorkspace:
-    """Tokenizer cache + dataset + tiny FLUX model files under ``root`` (built lazily)."""
+    harness = Path(__file__).resolve()
 
     def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        self.root = Path(root)
-        self.sd_dir = Path(sd_dir) if sd_dir else sd_scripts_dir()
-        if self.sd_dir is None:
-            raise RuntimeError("SD_SCRIPTS_DIR is not set")
-        self.tokenizers = self.root / "tokenizers"
-        self.dataset = self.root / "data"
+        super().__init__(root, sd_dir)
         self.model = self.root / "model_flux_tiny"
 
+    def env(self) -> dict:
+        return _env(self.sd_dir)
+
     def ensure(self) -> None:
-        if not (self.tokenizers / T5_DIRNAME).exists():
-            _call_self(["build-tokenizers", str(self.tokenizers)], self.sd_dir)
-        if not (self.dataset / "1_subject").exists():
-            _call_self(["build-dataset", str(self.dataset)], self.sd_dir)
+        self.ensure_tokenizers_and_dataset(T5_DIRNAME)
         if not (self.model / "tiny_config.json").exists():
-            _call_self(["build-model", str(self.model), str(self.tokenizers)], self.sd_dir)
+            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
 
     def train(
         self,
@@ -382,72 +366,23 @@ class FluxWorkspace:
             "--ae", str(self.model / "ae.safetensors"),
             "--tokenizer_cache_dir", str(self.tokenizers),
             "--t5xxl_max_token_length", str(T5_MAX_TOKENS),
-            "--train_data_dir", str(self.dataset),
-            "--resolution", str(RESOLUTION),
-            "--output_dir", str(out_dir),
-            "--output_name", out_name,
-            "--save_model_as", "safetensors",
-            "--save_precision", "float",
-            "--mixed_precision", "no",
-            "--seed", str(seed),
-            "--max_train_steps", str(steps),
-            "--train_batch_size", "1",
-            "--network_module", network_module,
-            "--network_dim", "4",
-            "--network_alpha", "1",
-            "--optimizer_type", "AdamW",
-            "--learning_rate", repr(learning_rate),
+            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
             "--unet_lr", repr(learning_rate),
-            "--lr_scheduler", "constant",
-            "--max_data_loader_n_workers", "0",
-            "--caption_extension", ".txt",
-            "--cache_latents",
             "--guidance_scale", "1.0",
             "--model_prediction_type", "raw",
             "--timestep_sampling", "sigmoid",
             *extra_args,
         ]
-        if network_args:
-            cmd += ["--network_args", *network_args]
-        t0 = time.time()
-        _run(cmd, self.sd_dir, log=out_dir / "train.log")
-        (out_dir / "elapsed_s.txt").write_text(f"{time.time() - t0:.1f}\n")
-        log_text = (out_dir / "train.log").read_text()
-        origin = next((l.split(" -> ", 1)[1] for l in log_text.splitlines() if l.startswith("LRW_E2E_NETWORK_MODULE")), None)
-        (out_dir / "network_module_origin.txt").write_text(f"{origin}\n")
-        if network_module.startswith("networks.") and not (origin and Path(origin).resolve().is_relative_to(self.sd_dir)):
-            raise RuntimeError(f"{network_module} resolved to {origin}, not inside {self.sd_dir}")
-        path = out_dir / f"{out_name}.safetensors"
-        if not path.exists():
-            raise RuntimeError(f"trainer finished but {path} is missing; see {out_dir / 'train.log'}")
-        return path
-
-    def network_module_origin(self, out_name: str) -> str:
-        return (self.root / "out" / out_name / "network_module_origin.txt").read_text().strip()
-
-    def compare(self, a: Path, b: Path) -> dict:
-        out = self.root / "out" / f"cmp_{Path(a).stem}__{Path(b).stem}.json"
-        _call_self(["compare", str(a), str(b), str(out)], self.sd_dir)
-        return json.loads(out.read_text())
+        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
 
 def _main(argv: List[str]) -> None:
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "build-tokenizers":
-        build_tokenizers(Path(rest[0]))
-    elif cmd == "build-model":
-        build_model(Path(rest[0]), Path(rest[1]))
-    elif cmd == "build-dataset":
-        build_dataset(Path(rest[0]))
-    elif cmd == "compare":
-        res = compare_files(rest[0], rest[1])
-        text = json.dumps(res, indent=1)
-        if len(rest) > 2:
-            Path(rest[2]).write_text(text)
-        else:
-            print(text)
-    else:
-        raise SystemExit(f"unknown command {cmd}")
+    builders = {
+        "build-tokenizers": lambda out: build_tokenizers(Path(out)),
+        "build-model": lambda out, tokenizers: build_model(Path(out), Path(tokenizers)),
+        "build-dataset": lambda out: build_dataset(Path(out)),
+    }
+    sd_harness.run_command_line(argv, builders, compare_files)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ Everything else (trainer, strategies, network module) is the real code.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib.util
 import json
-import os
-import runpy
 import sys
+
+try:  # imported as tests.e2e.run_flux_sd_scripts
+    from .run_sd_scripts import run_training_script, split_argv
+except ImportError:  # executed as a script: this folder is sys.path[0]
+    from run_sd_scripts import run_training_script, split_argv  # type: ignore[no-redef]
 
 
 def _load_state_dict(ckpt_path, dtype, device, state_dict):
@@ -72,29 +73,14 @@ def install_tiny_models(cfg: dict) -> None:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    if "--" not in argv:
-        raise SystemExit("usage: run_flux_sd_scripts.py --tiny-config JSON -- SCRIPT [ARGS...]")
-    sep = argv.index("--")
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tiny-config", required=True)
-    opts = ap.parse_args(argv[:sep])
-    script, script_args = os.path.abspath(argv[sep + 1]), argv[sep + 2 :]
+    opts, script, script_args = split_argv(
+        sys.argv[1:],
+        "usage: run_flux_sd_scripts.py --tiny-config JSON -- SCRIPT [ARGS...]",
+        lambda ap: ap.add_argument("--tiny-config", required=True),
+    )
     with open(opts.tiny_config, encoding="utf-8") as handle:
         cfg = json.load(handle)
-
-    sd_dir = os.path.dirname(script)
-    os.chdir(sd_dir)
-    sys.path.insert(0, sd_dir)
-    install_tiny_models(cfg)
-
-    if "--network_module" in script_args:
-        name = script_args[script_args.index("--network_module") + 1]
-        spec = importlib.util.find_spec(name)
-        print(f"LRW_E2E_NETWORK_MODULE {name} -> {spec.origin if spec else None}", flush=True)
-
-    sys.argv = [script, *script_args]
-    runpy.run_path(script, run_name="__main__")
+    run_training_script(script, script_args, lambda: install_tiny_models(cfg))
 
 
 if __name__ == "__main__":

@@ -22,31 +22,27 @@ import json
 import os
 import runpy
 import sys
+from typing import Callable, List, Tuple
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+def split_argv(argv: List[str], usage: str, add_options: Callable[[argparse.ArgumentParser], None]) -> Tuple[argparse.Namespace, str, List[str]]:
+    """`OPTIONS -- SCRIPT ARGS...` -> (the wrapper's options, the script's absolute path, its args)."""
     if "--" not in argv:
-        raise SystemExit("usage: run_sd_scripts.py [--patch-json JSON] -- SCRIPT [ARGS...]")
+        raise SystemExit(usage)
     sep = argv.index("--")
     ap = argparse.ArgumentParser()
-    ap.add_argument("--patch-json", default="{}")
+    add_options(ap)
     opts = ap.parse_args(argv[:sep])
-    script, script_args = argv[sep + 1], argv[sep + 2 :]
+    return opts, os.path.abspath(argv[sep + 1]), argv[sep + 2 :]
 
-    script = os.path.abspath(script)
+
+def run_training_script(script: str, script_args: List[str], prepare: Callable[[], None]) -> None:
+    """Run `script` as `python SCRIPT ARGS` from its checkout would, after `prepare()` (which may
+    import sd-scripts' modules: the checkout is on sys.path and the working directory by then)."""
     sd_dir = os.path.dirname(script)
     os.chdir(sd_dir)
     sys.path.insert(0, sd_dir)
-
-    for mod_name, consts in json.loads(opts.patch_json).items():
-        mod = importlib.import_module(mod_name)
-        for name, value in consts.items():
-            if not hasattr(mod, name):
-                raise SystemExit(f"{mod_name} has no constant {name}; sd-scripts layout changed?")
-            if isinstance(getattr(mod, name), tuple) and isinstance(value, list):
-                value = tuple(value)
-            setattr(mod, name, value)
+    prepare()
 
     # Record which file the network module resolves to (the harness checks it).
     if "--network_module" in script_args:
@@ -56,6 +52,26 @@ def main() -> None:
 
     sys.argv = [script, *script_args]
     runpy.run_path(script, run_name="__main__")
+
+
+def patch_constants(patches: dict) -> None:
+    for mod_name, consts in patches.items():
+        mod = importlib.import_module(mod_name)
+        for name, value in consts.items():
+            if not hasattr(mod, name):
+                raise SystemExit(f"{mod_name} has no constant {name}; sd-scripts layout changed?")
+            if isinstance(getattr(mod, name), tuple) and isinstance(value, list):
+                value = tuple(value)
+            setattr(mod, name, value)
+
+
+def main() -> None:
+    opts, script, script_args = split_argv(
+        sys.argv[1:],
+        "usage: run_sd_scripts.py [--patch-json JSON] -- SCRIPT [ARGS...]",
+        lambda ap: ap.add_argument("--patch-json", default="{}"),
+    )
+    run_training_script(script, script_args, lambda: patch_constants(json.loads(opts.patch_json)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -347,20 +347,48 @@ def _env(sd_dir: Path) -> dict:
     return env
 
 
-def _run(cmd: List[str], sd_dir: Path, cwd: Optional[Path] = None, log: Optional[Path] = None) -> None:
-    proc = subprocess.run(cmd, cwd=str(cwd or sd_dir), env=_env(sd_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _run(cmd: List[str], sd_dir: Path, env: dict, log: Optional[Path] = None) -> None:
+    """Run `cmd` in the sd-scripts checkout; the output goes to `log`, its tail into the error."""
+    proc = subprocess.run(cmd, cwd=str(sd_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if log is not None:
         log.write_text(proc.stdout)
     if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- output tail ---\n{proc.stdout[-8000:]}")
+        # Long --network_args (one regex per block) would bury the output tail: the command is cut.
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)[:2000]}\n--- output tail ---\n{proc.stdout[-8000:]}")
 
 
-def _call_self(args: Sequence[str], sd_dir: Path) -> None:
-    _run([sd_python(), str(Path(__file__).resolve()), *args], sd_dir)
+def common_train_args(
+    dataset: Path, resolution: int, out_dir: Path, out_name: str, network_module: str, seed: int, steps: int, learning_rate: float
+) -> List[str]:
+    """The trainer arguments every tiny-model run shares (fp32, one image a step, AdamW, dim 4 / alpha 1)."""
+    return [
+        "--train_data_dir", str(dataset),
+        "--resolution", str(resolution),
+        "--output_dir", str(out_dir),
+        "--output_name", out_name,
+        "--save_model_as", "safetensors",
+        "--save_precision", "float",
+        "--mixed_precision", "no",
+        "--seed", str(seed),
+        "--max_train_steps", str(steps),
+        "--train_batch_size", "1",
+        "--network_module", network_module,
+        "--network_dim", "4",
+        "--network_alpha", "1",
+        "--optimizer_type", "AdamW",
+        "--learning_rate", repr(learning_rate),
+        "--lr_scheduler", "constant",
+        "--max_data_loader_n_workers", "0",
+        "--caption_extension", ".txt",
+        "--cache_latents",
+    ]
 
 
-class Workspace:
-    """Tokenizer cache + dataset + tiny model folders under ``root`` (built lazily)."""
+class TinyWorkspace:
+    """Tokenizer cache + dataset + tiny model files under ``root`` (built lazily by ``harness``, run
+    under the sd-scripts interpreter), training runs under ``root/out`` and their comparisons."""
+
+    harness = Path(__file__).resolve()  # the script run for build-* and compare
 
     def __init__(self, root: Path, sd_dir: Optional[Path] = None):
         self.root = Path(root)
@@ -369,15 +397,56 @@ class Workspace:
             raise RuntimeError("SD_SCRIPTS_DIR is not set")
         self.tokenizers = self.root / "tokenizers"
         self.dataset = self.root / "data"
+
+    def env(self) -> dict:
+        return _env(self.sd_dir)
+
+    def call_harness(self, args: Sequence[str]) -> None:
+        _run([sd_python(), str(self.harness), *args], self.sd_dir, self.env())
+
+    def ensure_tokenizers_and_dataset(self, last_tokenizer: str) -> None:
+        if not (self.tokenizers / last_tokenizer).exists():
+            self.call_harness(["build-tokenizers", str(self.tokenizers)])
+        if not (self.dataset / "1_subject").exists():
+            self.call_harness(["build-dataset", str(self.dataset)])
+
+    def run_trainer(self, cmd: List[str], out_dir: Path, out_name: str, network_module: str, network_args: Sequence[str]) -> Path:
+        """Run a trainer command line; check where the network module came from; return the saved file."""
+        if network_args:
+            cmd = cmd + ["--network_args", *network_args]
+        t0 = time.time()
+        _run(cmd, self.sd_dir, self.env(), log=out_dir / "train.log")
+        (out_dir / "elapsed_s.txt").write_text(f"{time.time() - t0:.1f}\n")
+        log_text = (out_dir / "train.log").read_text()
+        origin = next((l.split(" -> ", 1)[1] for l in log_text.splitlines() if l.startswith("LRW_E2E_NETWORK_MODULE")), None)
+        (out_dir / "network_module_origin.txt").write_text(f"{origin}\n")
+        if network_module.startswith("networks.") and not (origin and Path(origin).resolve().is_relative_to(self.sd_dir)):
+            raise RuntimeError(f"{network_module} resolved to {origin}, not inside {self.sd_dir}")
+        path = out_dir / f"{out_name}.safetensors"
+        if not path.exists():
+            raise RuntimeError(f"trainer finished but {path} is missing; see {out_dir / 'train.log'}")
+        return path
+
+    def network_module_origin(self, out_name: str) -> str:
+        return (self.root / "out" / out_name / "network_module_origin.txt").read_text().strip()
+
+    def compare(self, a: Path, b: Path) -> dict:
+        out = self.root / "out" / f"cmp_{Path(a).stem}__{Path(b).stem}.json"
+        self.call_harness(["compare", str(a), str(b), str(out)])
+        return json.loads(out.read_text())
+
+
+class Workspace(TinyWorkspace):
+    """The tiny SD1 and SDXL models, trained by train_network.py / sdxl_train_network.py."""
+
+    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
+        super().__init__(root, sd_dir)
         self.models = {"sd1": self.root / "model_sd1", "sdxl": self.root / "model_sdxl"}
 
     def ensure(self, arch: str) -> None:
-        if not (self.tokenizers / TOKENIZER2_DIRNAME).exists():
-            _call_self(["build-tokenizers", str(self.tokenizers)], self.sd_dir)
-        if not (self.dataset / "1_subject").exists():
-            _call_self(["build-dataset", str(self.dataset)], self.sd_dir)
+        self.ensure_tokenizers_and_dataset(TOKENIZER2_DIRNAME)
         if not (self.models[arch] / "model_index.json").exists():
-            _call_self(["build-model", arch, str(self.models[arch]), str(self.tokenizers)], self.sd_dir)
+            self.call_harness(["build-model", arch, str(self.models[arch]), str(self.tokenizers)])
 
     def train(
         self,
@@ -403,64 +472,50 @@ class Workspace:
             str(self.sd_dir / script),
             "--pretrained_model_name_or_path", str(self.models[arch]),
             "--tokenizer_cache_dir", str(self.tokenizers),
-            "--train_data_dir", str(self.dataset),
-            "--resolution", str(RESOLUTION),
-            "--output_dir", str(out_dir),
-            "--output_name", out_name,
-            "--save_model_as", "safetensors",
-            "--save_precision", "float",
-            "--mixed_precision", "no",
-            "--seed", str(seed),
-            "--max_train_steps", str(steps),
-            "--train_batch_size", "1",
-            "--network_module", network_module,
-            "--network_dim", "4",
-            "--network_alpha", "1",
-            "--optimizer_type", "AdamW",
-            "--learning_rate", "1e-3",
-            "--lr_scheduler", "constant",
-            "--max_data_loader_n_workers", "0",
-            "--caption_extension", ".txt",
-            "--cache_latents",
+            *common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, 1e-3),
             *extra_args,
         ]
-        if network_args:
-            cmd += ["--network_args", *network_args]
-        t0 = time.time()
-        _run(cmd, self.sd_dir, log=out_dir / "train.log")
-        (out_dir / "elapsed_s.txt").write_text(f"{time.time() - t0:.1f}\n")
-        log_text = (out_dir / "train.log").read_text()
-        origin = next((l.split(" -> ", 1)[1] for l in log_text.splitlines() if l.startswith("LRW_E2E_NETWORK_MODULE")), None)
-        if network_module.startswith("networks.") and not (origin and Path(origin).resolve().is_relative_to(self.sd_dir)):
-            raise RuntimeError(f"{network_module} resolved to {origin}, not inside {self.sd_dir}")
-        path = out_dir / f"{out_name}.safetensors"
-        if not path.exists():
-            raise RuntimeError(f"trainer finished but {path} is missing; see {out_dir / 'train.log'}")
-        return path
-
-    def compare(self, a: Path, b: Path) -> dict:
-        out = self.root / "out" / f"cmp_{Path(a).stem}__{Path(b).stem}.json"
-        _call_self(["compare", str(a), str(b), str(out)], self.sd_dir)
-        return json.loads(out.read_text())
+        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
 
-def _main(argv: List[str]) -> None:
+def assert_same_files(ws: TinyWorkspace, a: Path, b: Path, label: str) -> Tuple[dict, str]:
+    """Compare two saved files: non-empty, the same keys, shapes and dtypes; (comparison, its detail)."""
+    res = ws.compare(a, b)
+    detail = json.dumps(
+        {k: res[k] for k in ("only_in_a", "only_in_b", "shape_or_dtype_mismatch", "max_abs_diff", "n_keys_differing", "worst")},
+        indent=1,
+    )
+    if not res["n_keys_a"] > 0:
+        raise AssertionError(f"{label}: empty LoRA file {a}")
+    if res["only_in_a"] or res["only_in_b"]:
+        raise AssertionError(f"{label}: key sets differ\n{detail}")
+    if res["shape_or_dtype_mismatch"]:
+        raise AssertionError(f"{label}: shape/dtype mismatch\n{detail}")
+    return res, detail
+
+
+def run_command_line(argv: List[str], builders: Mapping[str, Callable[..., object]], compare: Callable[[str, str], dict]) -> None:
+    """`compare A B [OUT.json]`, or one of `builders` with the remaining words as its arguments."""
     cmd, rest = argv[0], argv[1:]
-    if cmd == "build-tokenizers":
-        build_tokenizers(Path(rest[0]))
-    elif cmd == "build-model":
-        build_model(rest[0], Path(rest[1]), Path(rest[2]))
-    elif cmd == "build-dataset":
-        build_dataset(Path(rest[0]))
-    elif cmd == "compare":
-        res = compare_files(rest[0], rest[1])
-        text = json.dumps(res, indent=1)
+    if cmd == "compare":
+        text = json.dumps(compare(rest[0], rest[1]), indent=1)
         if len(rest) > 2:
             Path(rest[2]).write_text(text)
         else:
             print(text)
+    elif cmd in builders:
+        builders[cmd](*rest)
     else:
         raise SystemExit(f"unknown command {cmd}")
+
+
+def _main(argv: List[str]) -> None:
+    builders = {
+        "build-tokenizers": lambda out: build_tokenizers(Path(out)),
+        "build-model": lambda arch, out, tokenizers: build_model(arch, Path(out), Path(tokenizers)),
+        "build-dataset": lambda out: build_dataset(Path(out)),
+    }
+    run_command_line(argv, builders, compare_files)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Optional environment:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -112,23 +111,11 @@ def candidate_available():
     return origin
 
 
-def _compare(ws, a, b, label):
-    res = ws.compare(a, b)
-    detail = json.dumps(
-        {k: res[k] for k in ("only_in_a", "only_in_b", "shape_or_dtype_mismatch", "max_abs_diff", "n_keys_differing", "worst")},
-        indent=1,
-    )
-    assert res["n_keys_a"] > 0, f"{label}: empty LoRA file {a}"
-    assert not res["only_in_a"] and not res["only_in_b"], f"{label}: key sets differ\n{detail}"
-    assert not res["shape_or_dtype_mismatch"], f"{label}: shape/dtype mismatch\n{detail}"
-    return res, detail
-
-
 def test_upstream_is_deterministic(workspace):
     """Baseline: two upstream runs with the same seed give bit-identical tensors."""
     a = workspace.train(UPSTREAM, out_name="flux_det_a")
     b = workspace.train(UPSTREAM, out_name="flux_det_b")
-    res, detail = _compare(workspace, a, b, "upstream vs upstream")
+    res, detail = harness.assert_same_files(workspace, a, b, "upstream vs upstream")
     assert res["max_abs_diff"] == 0.0, detail
 
 
@@ -136,7 +123,7 @@ def test_upstream_block_lr_emulation_changes_training(workspace):
     """Guard: the per-block regex LRs really reach upstream's optimizer (else the block cases prove nothing)."""
     plain = workspace.train(UPSTREAM, out_name="flux_det_a")
     weighted = workspace.train(UPSTREAM, CASES["block_lr"][1], out_name="block_lr__upstream")
-    res, _ = _compare(workspace, plain, weighted, "upstream plain vs upstream block LR")
+    res, _ = harness.assert_same_files(workspace, plain, weighted, "upstream plain vs upstream block LR")
     by_block = res["max_abs_diff_by_block"]
     # Every block's LR changed (sine+.25 / cosine+.25 are never exactly 1.0 on these grids). CLIP-L
     # differs too from step 2 on: its gradient flows back through the differently trained blocks.
@@ -151,6 +138,6 @@ def test_parity_with_upstream(workspace, candidate_available, case):
     extra_args = extra[0] if extra else ()
     ref = workspace.train(UPSTREAM, upstream_args, out_name=f"{case}__upstream", extra_args=extra_args)
     got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate", extra_args=extra_args)
-    res, detail = _compare(workspace, ref, got, f"{case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})")
+    res, detail = harness.assert_same_files(workspace, ref, got, f"{case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})")
     print(f"{case}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors ({candidate_available})")
     assert res["max_abs_diff"] <= TOL, f"{case}: max abs diff {res['max_abs_diff']:.3g} > {TOL}\n{detail}"

@@ -14,7 +14,6 @@ Optional environment:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -76,14 +75,7 @@ def workspace(tmp_path_factory):
 
 
 def _assert_same(ws, a, b, label):
-    res = ws.compare(a, b)
-    detail = json.dumps(
-        {k: res[k] for k in ("only_in_a", "only_in_b", "shape_or_dtype_mismatch", "max_abs_diff", "n_keys_differing", "worst")},
-        indent=1,
-    )
-    assert res["n_keys_a"] > 0, f"{label}: empty LoRA file {a}"
-    assert not res["only_in_a"] and not res["only_in_b"], f"{label}: key sets differ\n{detail}"
-    assert not res["shape_or_dtype_mismatch"], f"{label}: shape/dtype mismatch\n{detail}"
+    res, detail = harness.assert_same_files(ws, a, b, label)
     assert res["max_abs_diff"] <= TOL, f"{label}: max abs diff {res['max_abs_diff']:.3g} > {TOL}\n{detail}"
     return res
 
