@@ -55,7 +55,10 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype) * self.scale
+        # At least float32, as FLUX (half inputs); float64 stays float64, so a float64 model rounds
+        # like one (the tests compare whole models in float64, tests/tolerances.py).
+        compute = torch.promote_types(x.dtype, torch.float32)
+        return x * torch.rsqrt(x.to(compute).pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype) * self.scale
 
 
 class QKNorm(nn.Module):
@@ -178,9 +181,10 @@ class Flux(nn.Module):
         self.final_layer = LastLayer(cfg.hidden, cfg.in_channels)
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor, guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
-        vec = self.time_in(timestep_features(timesteps * 1000, 256)) + self.vector_in(y)
+        # The sinusoidal features are float32; the model's dtype from there on (as tiny.py's U-Net).
+        vec = self.time_in(timestep_features(timesteps * 1000, 256).to(img.dtype)) + self.vector_in(y)
         if self.cfg.guidance_embed:
-            vec = vec + self.guidance_in(timestep_features((guidance if guidance is not None else timesteps) * 1000, 256))
+            vec = vec + self.guidance_in(timestep_features((guidance if guidance is not None else timesteps) * 1000, 256).to(img.dtype))
         img = self.img_in(img)
         txt = self.txt_in(txt)
         for block in self.double_blocks:

@@ -109,12 +109,26 @@ def assert_within(got: torch.Tensor, want: torch.Tensor, tolerance: Scale, what:
     assert ratio <= 1.0, f"{what}: worst |difference| / tolerance = {ratio:.3g}"
 
 
+def on_grid(tensor: torch.Tensor, step_bits: int) -> None:
+    """Round to multiples of 2^-step_bits in place. Values on coarse grids make a float32 step exact
+    (a product of a·2^-p and b·2^-q is a multiple of 2^-(p+q); a sum of such multiples is exact while
+    it needs ≤ 24 significant bits), so a float32 merge and a float64 forward can be compared."""
+    with torch.no_grad():
+        tensor.copy_(torch.round(tensor * 2.0**step_bits) / 2.0**step_bits)
+
+
 # ---- LoRA-specific: the ΔW norm after apply_max_norm_regularization ------------------------
+
+def factor_pairs(module):
+    """[(down, up)] 2-D float64 weights of a LoRA module; one pair per part for FLUX's split_qkv
+    (ΔW is then the parts' rows one after another)."""
+    pairs = module.factor_pairs() if hasattr(module, "factor_pairs") else [(module.lora_down.weight, module.lora_up.weight)]
+    return [(down.detach().double().flatten(1), up.detach().double().flatten(1)) for down, up in pairs]
+
 
 def delta_norm64(module):
     """‖ΔW‖ of the module's stored weights, computed in float64 (so its own rounding is negligible)."""
-    down, up = module.lora_down.weight.double().flatten(1), module.lora_up.weight.double().flatten(1)
-    return float((up @ down).norm()) * module.scale
+    return float(torch.cat([up @ down for down, up in factor_pairs(module)]).norm()) * module.scale
 
 
 def max_norm_rtol(modules, weight_dtype):
@@ -126,11 +140,12 @@ def max_norm_rtol(modules, weight_dtype):
     weights' dtype: at most two roundings each, 2·eps(dtype)·κ on ΔW. Evaluated here, before the call."""
     worst = 0.0
     for m in modules:
-        down, up = m.lora_down.weight.double().flatten(1), m.lora_up.weight.double().flatten(1)
-        if not (up @ down).any():
+        pairs = factor_pairs(m)
+        delta = torch.cat([up @ down for down, up in pairs])
+        if not delta.any():
             continue  # ΔW = 0: nothing to scale, the norm is exactly 0
-        kappa = float((up.abs() @ down.abs()).norm() / (up @ down).norm())
-        n = up.shape[0] * down.shape[1] + m.lora_dim + 6
+        kappa = float(torch.cat([up.abs() @ down.abs() for down, up in pairs]).norm() / delta.norm())
+        n = delta.numel() + m.lora_dim + 6
         worst = max(worst, kappa * (fp_tolerance(torch.float32, n) + 2 * torch.finfo(weight_dtype).eps))
     return worst
 

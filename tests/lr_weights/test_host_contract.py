@@ -17,7 +17,7 @@ from lr_weights import lora
 from lr_weights.io import load_lora_file, read_metadata
 from lr_weights.tiny import build_tiny_sd
 
-from ..tolerances import assert_within, delta_norm64, float64, float64_agreement, fp_tolerance, max_norm_rtol
+from ..tolerances import assert_within, delta_norm64, float64, float64_agreement, fp_tolerance, max_norm_rtol, on_grid
 
 BLOCK_ARGS = {"down_lr_weight": "sine+.25", "mid_lr_weight": "1", "up_lr_weight": "cosine+.25", "block_lr_zero_threshold": "0"}
 
@@ -168,12 +168,6 @@ def test_create_network_from_weights_recovers_dims_and_alphas(tmp_path):
     recovered = {m.lora_name: (m.lora_dim, float(m.alpha)) for m in rebuilt.all_loras}
     assert recovered == original
     assert {d for d, _ in recovered.values()} == {2, 4, 8}
-
-
-def on_grid(tensor, step_bits):
-    """Round to multiples of 2^-step_bits in place (see test_merge_to_equals_the_patched_forward)."""
-    with torch.no_grad():
-        tensor.copy_(torch.round(tensor * 2.0**step_bits) / 2.0**step_bits)
 
 
 def base_weights_on_grid(*models):

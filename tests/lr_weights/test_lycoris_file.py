@@ -3,7 +3,12 @@
 The independent ΔW of a Linear layer is what its patched forward adds: feed the identity matrix
 and subtract the base layer's output (y = x Wᵀ + b, so patched(I) - base(I) = ΔWᵀ). This sees
 only the forward pass that trained the file, none of lycoris-lora's get_diff_weight code.
-Tolerances: float32 over rows of a few dozen terms; 1e-5 relative is ~100 x the rounding.
+Tolerances (tests/tolerances.py): every ΔW here is a multilinear formula in the stored tensors
+(and, for IA3/GLoRA, the base weight), so its rounding bound's scale is the same formula on absolute
+values, M = |ΔW| of the file with every tensor replaced by its absolute value, over a base model
+with absolute weights, measured by the same probe (`magnitudes`). n counts the roundings along a
+formula: at most two rank-r products (LoHa) and 8 elementwise steps (their product, alpha/dim,
+scale, scalar, multiplier, conversions). The float64 probe itself rounds relative to |W| + |b| + M.
 """
 
 import pytest
@@ -12,7 +17,7 @@ import torch
 pytest.importorskip("lycoris.kohya", reason="lycoris-lora is an optional extra (pip install lycoris-lora)")
 
 from lycoris.modules import get_module, make_module  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from lr_weights import lycoris as ours  # noqa: E402
 from lr_weights.blocks import SD, SDXL, block_index  # noqa: E402
@@ -21,10 +26,13 @@ from lr_weights.lbw import parse_lbw  # noqa: E402
 from lr_weights.lycoris_file import bake_lycoris, is_lycoris_file, model_layers, read_lycoris_summary  # noqa: E402
 from lr_weights.tiny import build_tiny_sd  # noqa: E402
 
+from ..tolerances import assert_within, fp_tolerance  # noqa: E402
 from .test_lycoris import build, perturb, shrunk_sdxl  # noqa: E402
 
 ALGOS = [("lokr", {"factor": "4"}), ("loha", {}), ("locon", {}), ("full", {}), ("ia3", {}), ("glora", {})]
 VECTOR = "0.5,0,1,0.25,1,2,1,1,0.75,0,1,1,1,0.5,1,1,1"  # LBW 17: BASE, IN01..OUT11
+RANK = 4  # test_lycoris.build's dim
+DELTA_ROUNDINGS = 2 * RANK + 8  # per ΔW element, see the module docstring
 
 
 def probe_deltas(network):
@@ -61,12 +69,38 @@ def trained_file(tmp_path, algo, extra, name="in", probe=True):
     return path, probe_deltas(network) if probe else None
 
 
-def loaded_deltas(path):
+def loaded_deltas(path, absolute=False):
+    """probe_deltas of the file loaded onto the tiny SD; `absolute`: every base weight and bias made
+    non-negative (the file's tensors must be too): then ΔW is the formula on absolute values."""
     text_encoder, unet = build_tiny_sd(seed=0)
+    if absolute:
+        with torch.no_grad():
+            for p in list(text_encoder.parameters()) + list(unet.parameters()):
+                p.abs_()
     network, _ = ours.create_network_from_weights(1.0, str(path), None, text_encoder, unet)
     network.apply_to(text_encoder, unet, True, True)
     network.eval()
     return probe_deltas(network)
+
+
+def magnitudes(path, tmp_path):
+    """name -> M, the scale of the rounding bound of ΔW (module docstring); its own float64 rounding
+    is ~1e-16 relative, immaterial for a tolerance's scale. `full` stores ΔW itself: M = |diff|
+    (its probe would round |W| + |diff| in float32, see the bake test)."""
+    tensors = load_file(str(path))
+    absolute = tmp_path / ("abs_" + path.name)
+    save_file({k: v.abs() for k, v in tensors.items()}, str(absolute))
+    probed = loaded_deltas(absolute, absolute=True)
+    return {name: tensors[name + ".diff"].double().abs() if name + ".diff" in tensors else m for name, m in probed.items()}
+
+
+def probe_rounding(layer, magnitude):
+    """Elementwise bound on a float64 probe's error: patched(I) - base(I) and the same at 0 each sum
+    in_features products plus the adapter's formula, then subtract (tests/tolerances.py)."""
+    scale = layer.weight.detach().double().abs() + magnitude
+    if layer.bias is not None:
+        scale = scale + layer.bias.detach().double().abs()[:, None]
+    return 2 * fp_tolerance(torch.float64, layer.in_features + DELTA_ROUNDINGS + 2, scale)
 
 
 @pytest.mark.parametrize("algo,extra", ALGOS[:4], ids=[a for a, _ in ALGOS[:4]])
@@ -76,9 +110,17 @@ def test_inspect_norms_equal_the_forward_delta(tmp_path, algo, extra):
     summary = read_lycoris_summary(str(path), model="sd1", layers=model_layers(text_encoder, unet))
     by_name = {m.name: m for m in summary.modules}
     assert set(by_name) == {k.split(".", 1)[0] for k in load_file(str(path))}
+    bounds, layers = magnitudes(path, tmp_path), model_layers(*build_tiny_sd(seed=0))
     for name, delta in deltas.items():
         assert by_name[name].exact
-        assert by_name[name].norm == pytest.approx(float(delta.norm()), rel=1e-5)  # float32 file vs float64 probe
+        # inspect: ΔW in float32 (γ_n·M per element), then its norm (N squares, a sum, a square
+        # root: γ_{N+2} relative); the float64 probe: probe_rounding. The norm moves by at most the
+        # norm of the elementwise errors.
+        probe_error = float(probe_rounding(layers[name], bounds[name]).norm())
+        exact_norm = float(delta.norm()) + probe_error
+        bound = float(fp_tolerance(torch.float32, DELTA_ROUNDINGS, bounds[name]).norm()) + fp_tolerance(torch.float32, delta.numel() + 2) * exact_norm + probe_error
+        assert by_name[name].norm == pytest.approx(float(delta.norm()), rel=0, abs=bound), name
+        assert by_name[name].norm * 1.01 != pytest.approx(float(delta.norm()), rel=0, abs=bound), name  # a 1 % error fails
     rows = summary.block_rows()
     assert rows[0]["block"] == "TE" and any(r["block"] == "M00" for r in rows)
 
@@ -102,12 +144,21 @@ def test_bake_scales_delta_w_exactly_and_keeps_every_key(tmp_path, algo, extra):
     weights = parse_lbw(SD, VECTOR)
     after = loaded_deltas(output)
     assert set(after) == set(before)
+    bounds, layers = magnitudes(path, tmp_path), model_layers(*build_tiny_sd(seed=0))
     for name, delta in before.items():
         w = weights.base if not name.startswith("lora_unet") else (weights.blocks[block_index(name, SD)] if block_index(name, SD) >= 0 else 1.0)
-        # float32 tensors scaled in float32: one rounding (2^-24) per stored value, products of a few
-        # dozen terms; 1e-6 of the largest entry is far above that and far below any real error.
-        scale = float(delta.abs().max()) + 1e-30
-        assert torch.allclose(after[name], w * delta, rtol=1e-5, atol=1e-6 * scale), name
+        # Bake rounds w·factor to float32 once per element (relative u₃₂); ΔW is linear in that
+        # factor, so ΔW moves by at most u₃₂·|w|·M. Each side's float64 probe adds probe_rounding.
+        probe = probe_rounding(layers[name], bounds[name])
+        tolerance = fp_tolerance(torch.float32, 1, abs(w) * bounds[name]) + probe + abs(w) * probe
+        if algo == "full":
+            # full keeps W + ΔW in the layer's float32 weight: the file's diff is that minus W,
+            # rounded (a second u₃₂·|w|·M), and loading rounds W + w·diff again, u₃₂·(|W| + |w|·M).
+            base = layers[name].weight.detach().double().abs()
+            tolerance = tolerance + fp_tolerance(torch.float32, 1, abs(w) * bounds[name]) + fp_tolerance(torch.float32, 1, base + abs(w) * bounds[name])
+        assert_within(after[name], w * delta, tolerance, name)
+        if w not in (0, 1) and delta.any():  # a 1 % error in the weight fails
+            assert not (after[name] * 1.01 - w * delta).abs().le(tolerance).all(), name
     assert result.modules == len({k.split(".", 1)[0] for k in original})
     # lycoris-lora's own loader rebuilds every module of the baked file
     text_encoder, unet = build_tiny_sd(seed=0)

@@ -77,13 +77,13 @@ def norm_rtol(weights, name):
     return gram_rtol(up, down) + full
 
 
-def bake_rtol(weights, name, factor):
-    """Relative bound on ‖ΔW‖ after bake against factor·‖ΔW‖ before. Bake rounds factor·up to float16
-    once per element: half an ulp, u₁₆·|factor·up| (zero for a power of two), or half the subnormal
-    spacing where factor·up falls below float16's normal range; that error E in up moves ‖ΔW‖ by at
-    most ‖|E|·|down|‖. Then each file's norm is one Gram evaluation (`gram_rtol`)."""
+def bake_rtol(weights, name, factor, dtype=torch.float16):
+    """Relative bound on ‖ΔW‖ after bake against factor·‖ΔW‖ before. Bake rounds factor·up to the
+    file's dtype once per element: half an ulp, u·|factor·up| (zero for a power of two), or half the
+    subnormal spacing where factor·up falls below the normal range; that error E in up moves ‖ΔW‖ by
+    at most ‖|E|·|down|‖. Then each file's norm is one Gram evaluation (`gram_rtol`)."""
     up, down = _rank_factors(weights, name)
-    half = torch.finfo(torch.float16)
+    half = torch.finfo(dtype)
     norm = float((up @ down).norm()) * factor
     error = (half.eps / 2 * factor * up.abs() + half.tiny * half.eps / 2) @ down.abs()
     return float(error.norm()) / norm + 2 * gram_rtol(up, down)
@@ -282,7 +282,13 @@ def test_inspect_and_bake_flux(cli, flux_file, tmp_path):
     baked = {r["block"]: r for r in inspect_json(cli, out)["blocks"]}
     # T5 and every single block dropped; double blocks at half their change
     assert "TE3" not in baked and not any(name.startswith("S") for name in baked)
-    assert baked["D03"]["norm"] == pytest.approx(0.5 * rows["D03"]["norm"], rel=1e-5)
+    # float32 file: bake_rtol with float32's rounding, the worst module of the block (as above)
+    weights = load_lora_file(str(flux_file))
+    names = [m["name"] for m in document["modules"] if m["is_unet"] and m["block"] == rows["D03"]["index"]]
+    assert len(names) == 10 and all(weights[n + ".lora_up.weight"].dtype == torch.float32 for n in names)
+    rtol = max(bake_rtol(weights, name, 0.5, torch.float32) for name in names)
+    assert baked["D03"]["norm"] == pytest.approx(0.5 * rows["D03"]["norm"], rel=rtol)
+    assert baked["D03"]["norm"] != pytest.approx(0.5 * 1.01 * rows["D03"]["norm"], rel=rtol)  # a 1 % error fails
     assert cli("bake", flux_file, "--lbw", "OUTD", "-o", tmp_path / "x.safetensors", "--no-progress").code != 0
 
 
