@@ -2,7 +2,7 @@
 
     SD_SCRIPTS_DIR=/path/to/sd-scripts python benchmarks/bench_dylora.py [--dim 32 --unit 4 --steps 20]
 
-Both networks train the same SD1-layout model (lr_weights.tiny, real block structure, widths
+Both networks train the same SD1-layout model (lr_weights.models.tiny, real block structure, widths
 chosen by --widths) with AdamW, one step = forward + backward + optimizer step. Upstream's file is
 executed from the checkout (tests/upstream_dylora.py); without SD_SCRIPTS_DIR only our time and the
 frozen-base time are printed. Prints the ratio ours / upstream (< 1 is faster). Not a test.
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lr_weights import dylora  # noqa: E402
-from lr_weights.tiny import UNetConfig, build_tiny_sd  # noqa: E402
+from lr_weights.models.tiny import UNetConfig, build_tiny_sd  # noqa: E402
 from tests.upstream_dylora import load_upstream_dylora, sd_scripts_dir  # noqa: E402
 
 

@@ -23,7 +23,7 @@ from _common import import_upstream, machine, median, setup_threads, table
 import torch
 
 from lr_weights import flux as our_flux
-from lr_weights.tiny_flux import FluxConfig, Flux, SingleStreamBlock
+from lr_weights.models.tiny_flux import FluxConfig, Flux, SingleStreamBlock
 
 
 class OneSingleBlock(torch.nn.Module):

@@ -20,7 +20,7 @@ from _common import SKELETONS, machine, median, setup_threads, table
 import torch
 
 from lr_weights import lora
-from lr_weights.skeleton import load_skeleton
+from lr_weights.models.skeleton import load_skeleton
 
 LR_SETTINGS = {
     # one list given: every other block keeps 1.0, so most blocks share an LR

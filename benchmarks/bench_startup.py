@@ -18,7 +18,7 @@ from _common import SKELETONS, import_upstream, machine, median, setup_threads, 
 import torch
 
 from lr_weights import lora
-from lr_weights.skeleton import load_skeleton
+from lr_weights.models.skeleton import load_skeleton
 
 CASES = {
     "SD1.5 LoRA": ("sd1", {}),

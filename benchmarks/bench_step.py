@@ -8,7 +8,7 @@ input requires grad: the least backward any adapter needs). Configurations run i
 `--reps` rounds of `--steps` steps each after one untimed warm-up round; medians are compared.
 Memory: the activation bytes autograd saves for backward (exact, from saved_tensors_hooks), and
 the peak over a step — CUDA max_memory_allocated on a GPU, resident-set growth on a CPU.
-The U-Net is lr_weights.tiny with real SD1.5 widths (860M parameters, random init).
+The U-Net is lr_weights.models.tiny with real SD1.5 widths (860M parameters, random init).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from _common import RssPeak, import_upstream, machine, median, setup_threads, ta
 import torch
 
 from lr_weights import lora
-from lr_weights.perf import saved_activation_bytes
-from lr_weights.tiny import SD15_UNET, CLIPTextModel, TextEncoderConfig, UNet2DConditionModel
+from lr_weights.adapters.perf import saved_activation_bytes
+from lr_weights.models.tiny import SD15_UNET, CLIPTextModel, TextEncoderConfig, UNet2DConditionModel
 
 
 @dataclass

@@ -19,12 +19,12 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from .assembly import log_created, plan_network, plan_network_from_weights
-from .dylora_modules import DyLoRAModule
-from .errors import NetworkArgError
-from .lora import get_block_lr_weight
-from .network import LoRANetwork
-from .settings import check_dylora_dims, parse_unit
+from lr_weights.network.assembly import log_created, plan_network, plan_network_from_weights
+from lr_weights.adapters.dylora import DyLoRAModule
+from lr_weights.errors import NetworkArgError
+from lr_weights.lora import get_block_lr_weight
+from lr_weights.network.lora_network import LoRANetwork
+from lr_weights.args.settings import check_dylora_dims, parse_unit
 
 logger = logging.getLogger(__name__)
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Tuple
 
-from .archs import FLUX
-from .assembly import log_created
-from .flux_modules import FluxLoRAModule
-from .flux_network import FluxLoRANetwork
-from .flux_plan import find_flux_targets, plan_flux
-from .flux_settings import normalise_flux_kwargs, parse_flux_settings, parse_regex_pairs, reg_lr
-from .io import load_lora_file
-from .log import ensure_visible
-from .network import plan_from_weights
-from .settings import TrainingOptions, parse_ratio, parse_training_options
-from .targets import flux_block_targets, flux_filtered_targets, flux_text_encoder_targets
+from lr_weights.archs import FLUX
+from lr_weights.network.assembly import log_created
+from lr_weights.adapters.split import FluxLoRAModule
+from lr_weights.network.flux_network import FluxLoRANetwork
+from lr_weights.network.flux_plan import find_flux_targets, plan_flux
+from lr_weights.args.flux_settings import normalise_flux_kwargs, parse_flux_settings, parse_regex_pairs, reg_lr
+from lr_weights.files.io import load_lora_file
+from lr_weights.log import ensure_visible
+from lr_weights.network.lora_network import plan_from_weights
+from lr_weights.args.settings import TrainingOptions, parse_ratio, parse_training_options
+from lr_weights.network.targets import flux_block_targets, flux_filtered_targets, flux_text_encoder_targets
 
 logger = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional, Tuple, Union
 
-from .assembly import log_created, plan_network, plan_network_from_weights
-from .blocks import SD, SDXL
-from .modules import LoRAModule
-from .network import LoRANetwork
-from .weights import resolve_block_lr_weights
+from lr_weights.network.assembly import log_created, plan_network, plan_network_from_weights
+from lr_weights.archs.blocks import SD, SDXL
+from lr_weights.adapters.lora import LoRAModule
+from lr_weights.network.lora_network import LoRANetwork
+from lr_weights.args.weights import resolve_block_lr_weights
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 LyCORIS algorithms (LoKr, LoHa, LoCon, IA3, full, DyLoRA, GLoRA, diag-OFT, BOFT, DoRA via
 `dora_wd`) with lr_weights' block-wise learning rates. lycoris-lora chooses the layers and builds
-the modules, their math and their file format (lr_weights.lycoris_library); this file adds the
+the modules, their math and their file format (lr_weights.adapters.lycoris_library); this file adds the
 block args of lr_weights.lora, parsed by the same parser with the same meaning:
 
 * down/mid/up_lr_weight, lbw_weights, block_lr_zero_threshold: one optimizer group per block;
@@ -23,17 +23,17 @@ import difflib
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .assembly import log_created
-from .blocks import block_index, detect_architecture
-from .errors import NetworkArgError
-from .io import load_lora_file
-from .log import ensure_visible
-from .lora import get_block_lr_weight
-from .lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, lycoris_logs_forwarded, module_from_state_dict, module_names, record_modules
-from .lycoris_network import LycorisBlockNetwork
-from .network import ModulePlan
-from .settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
-from .targets import Target, as_text_encoder_list, text_encoder_prefixes
+from lr_weights.network.assembly import log_created
+from lr_weights.archs.blocks import block_index, detect_architecture
+from lr_weights.errors import NetworkArgError
+from lr_weights.files.io import load_lora_file
+from lr_weights.log import ensure_visible
+from lr_weights.lora import get_block_lr_weight
+from lr_weights.adapters.lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, lycoris_logs_forwarded, module_from_state_dict, module_names, record_modules
+from lr_weights.network.lycoris_network import LycorisBlockNetwork
+from lr_weights.network.lora_network import ModulePlan
+from lr_weights.args.settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
+from lr_weights.network.targets import Target, as_text_encoder_list, text_encoder_prefixes
 
 logger = logging.getLogger(__name__)
 

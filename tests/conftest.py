@@ -34,7 +34,7 @@ def upstream_case_slugs():
 
 @pytest.fixture
 def tiny_sd():
-    from lr_weights.tiny import build_tiny_sd
+    from lr_weights.models.tiny import build_tiny_sd
 
     return build_tiny_sd(seed=0)
 

@@ -29,7 +29,7 @@ def test_copy_in_shims_reexport_the_modules(shim_file, module_name):
 def test_library_imports_only_torch_and_safetensors():
     # tqdm is not checked: torch itself imports it.
     code = (
-        "import sys, lr_weights.lora, lr_weights.network, lr_weights.io, lr_weights.tiny, lr_weights.cli; "
+        "import sys, lr_weights.lora, lr_weights.network.lora_network, lr_weights.files.io, lr_weights.models.tiny, lr_weights.cli; "
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'diffusers','transformers','accelerate','matplotlib','library','networks','peft'})))"
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lr_weights.blocks import SD
-from lr_weights.settings import parse_network_settings
+from lr_weights.archs.blocks import SD
+from lr_weights.args.settings import parse_network_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

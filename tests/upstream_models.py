@@ -1,7 +1,7 @@
 """Models rebuilt on the meta device from the recorded sd-scripts skeletons (tests/fixtures/upstream)."""
 
 
-from lr_weights.skeleton import load_skeleton
+from lr_weights.models.skeleton import load_skeleton
 
 from .conftest import UPSTREAM
 

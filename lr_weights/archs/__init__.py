@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Dict
 
-from .base import Architecture, LBWVocabulary, Stack
-from .flux import FLUX
-from .sd import SD
-from .sdxl import SDXL
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.flux import FLUX
+from lr_weights.archs.sd import SD
+from lr_weights.archs.sdxl import SDXL
 
 ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX}
 
@@ -23,7 +23,7 @@ def get_architecture(name: str) -> Architecture:
     """The architecture called `name` ("sd", "sdxl", "flux"; "sd1"/"sd2" mean "sd")."""
     key = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux"}.get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
-        from ..errors import NetworkArgError
+        from lr_weights.errors import NetworkArgError
 
         raise NetworkArgError("arch", name, ", ".join(ARCHITECTURES))
     return ARCHITECTURES[key]

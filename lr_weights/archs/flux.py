@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 
 NUM_DOUBLE = 19
 NUM_SINGLE = 38

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 
 NAMES = tuple([f"IN{i:02d}" for i in range(12)] + ["M00"] + [f"OUT{i:02d}" for i in range(12)])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from .base import Architecture, LBWVocabulary, Stack
-from .sd import LBW_PRESETS, LBW_SHORT, SD_BLOCK_LIST_KEYS
-from .sd import SD as _SD
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.sd import LBW_PRESETS, LBW_SHORT, SD_BLOCK_LIST_KEYS
+from lr_weights.archs.sd import SD as _SD
 
 NAMES = tuple(["EMB"] + [f"IN{i:02d}" for i in range(9)] + [f"M{i:02d}" for i in range(3)] + [f"OUT{i:02d}" for i in range(9)] + ["FINAL"])
 

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import List, Optional
 
-from ..errors import NetworkArgError
+from lr_weights.errors import NetworkArgError
 
 SUBCOMMANDS = ("show", "plan", "gui", "inspect", "bake", "demo")
 

@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from lr_weights.cli import main
 
 sys.exit(main())

@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..blocks import Architecture
-from ..errors import NetworkArgError
+from lr_weights.archs.blocks import Architecture
+from lr_weights.errors import NetworkArgError
 
 ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl", "flux")
 
@@ -29,7 +29,7 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
 
 def architecture(name: str) -> Architecture:
     """sd, sd1 and sd2 share the block layout; sdxl and flux have their own (lr_weights/archs/)."""
-    from ..archs import get_architecture
+    from lr_weights.archs import get_architecture
 
     return get_architecture(name)
 
@@ -170,7 +170,7 @@ def save_bar_chart(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from ..io import atomic_write_bytes
+    from lr_weights.files.io import atomic_write_bytes
 
     dpi = 100
     figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import NetworkArgError
-from ._util import add_subcommand, captured_logs, print_warnings, progress, single_thread
+from lr_weights.errors import NetworkArgError
+from lr_weights.cli._util import add_subcommand, captured_logs, print_warnings, progress, single_thread
 
 EXAMPLES = """examples:
   lr-weights bake my_lora.safetensors --lbw OUTD -o my_lora_outd.safetensors
@@ -35,8 +35,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import check_output_path
-    from ..lora_file import bake
+    from lr_weights.files.io import check_output_path
+    from lr_weights.files.lora_file import bake
 
     single_thread()
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not str(output).lower().endswith(".safetensors"):
         raise NetworkArgError("-o", output, "a .safetensors file name")
     check_output_path(output, "-o")
-    from .lycoris_files import holds_lycoris_modules, run_bake
+    from lr_weights.cli.lycoris_files import holds_lycoris_modules, run_bake
 
     if holds_lycoris_modules(args.file):  # LoKr, LoHa, ...: one factor per module, every key kept
         return run_bake(args, output)

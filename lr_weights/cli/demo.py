@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._util import add_subcommand, parse_pairs
+from lr_weights.cli._util import add_subcommand, parse_pairs
 
 EXAMPLES = """examples:
   lr-weights demo
@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
     import os
 
-    from .. import lora
-    from ..io import check_output_path, load_lora_file
-    from ..tiny import build_tiny_sd
+    from lr_weights import lora
+    from lr_weights.files.io import check_output_path, load_lora_file
+    from lr_weights.models.tiny import build_tiny_sd
 
     if args.steps < 1:
         raise ValueError(f"--steps={args.steps} is not valid: expected a whole number >= 1")

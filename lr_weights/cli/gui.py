@@ -15,10 +15,10 @@ import sys
 
 from typing import Any, Iterable, Mapping
 
-from ..errors import NetworkArgError
-from ..gui_config import additional_parameters_line, check_list_lengths, gui_to_sd_scripts, launch_command
-from ..settings import parse_network_settings
-from ._util import add_subcommand, captured_logs, optional_import, print_warnings, read_json
+from lr_weights.errors import NetworkArgError
+from lr_weights.cli.gui_config import additional_parameters_line, check_list_lengths, gui_to_sd_scripts, launch_command
+from lr_weights.args.settings import parse_network_settings
+from lr_weights.cli._util import add_subcommand, captured_logs, optional_import, print_warnings, read_json
 
 EXAMPLES = """examples:
   lr-weights gui my_lora.json -o my_lora.toml            # writes the TOML, prints the accelerate line
@@ -42,14 +42,14 @@ def validate(converted, source: str) -> list:
     """Run the module's parser on the converted args; returns its warnings, raises on errors."""
     args = dict(converted.network_args)
     if converted.network_module == "lr_weights.lycoris":  # lycoris-lora checks its own args at training
-        from ..gui_lycoris import block_args_only
+        from lr_weights.cli.gui_lycoris import block_args_only
 
         args = block_args_only(args)
     check_list_lengths(converted.arch, args)
     with captured_logs() as warnings:
         settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
         if converted.network_module.endswith("dylora"):
-            from .. import settings as settings_module
+            from lr_weights.args import settings as settings_module
 
             if hasattr(settings_module, "parse_unit"):
                 settings_module.check_dylora_dims(settings, settings_module.parse_unit(args))
@@ -65,7 +65,7 @@ def dumps(table: Mapping[str, Any], header: Iterable[str]) -> str:
 
 def check_destinations(args: argparse.Namespace) -> None:
     """Refuse a bad -o or --sd-scripts before reading the config."""
-    from ..io import check_output_path
+    from lr_weights.files.io import check_output_path
 
     if args.sd_scripts and not os.path.isdir(os.path.expanduser(args.sd_scripts)):
         raise NetworkArgError("--sd-scripts", args.sd_scripts, "the folder of an sd-scripts checkout (it does not exist or is not a folder)")
@@ -78,7 +78,7 @@ def check_destinations(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_bytes
+    from lr_weights.files.io import atomic_write_bytes
 
     check_destinations(args)
     source = args.config

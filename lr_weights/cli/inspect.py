@@ -14,8 +14,8 @@ import argparse
 import json
 import sys
 
-from ..table import BlockRow, format_block_table
-from ._util import add_subcommand, parse_size, progress, save_bar_chart, single_thread
+from lr_weights.network.table import BlockRow, format_block_table
+from lr_weights.cli._util import add_subcommand, parse_size, progress, save_bar_chart, single_thread
 
 EXAMPLES = """examples:
   lr-weights inspect my_lora.safetensors
@@ -87,8 +87,8 @@ def format_summary(summary, rows) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lora_file import read_summary
-    from .lycoris_files import holds_lycoris_modules, run_inspect
+    from lr_weights.files.lora_file import read_summary
+    from lr_weights.cli.lycoris_files import holds_lycoris_modules, run_inspect
 
     single_thread()
     if holds_lycoris_modules(args.file):  # LoKr, LoHa, ...: rebuilt with lycoris-lora
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     size = parse_size(args.plot_size) if args.plot else None
     if args.plot:
-        from ..io import check_output_path
+        from lr_weights.files.io import check_output_path
 
         check_output_path(args.plot, "--plot")
     summary = read_summary(args.file, None if args.no_progress else progress, args.arch)

@@ -2,7 +2,7 @@
 
 A file holding tensors only LyCORIS writes is routed here by `inspect` and `bake`; a plain
 sd-scripts LoRA (lora_down / lora_up / alpha) stays on their own path. The work is done by
-lr_weights.lycoris_file with lycoris-lora's own module code.
+lr_weights.files.lycoris_file with lycoris-lora's own module code.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import argparse
 import json
 import sys
 
-from ._util import captured_logs, parse_size, print_warnings, save_bar_chart
+from lr_weights.cli._util import captured_logs, parse_size, print_warnings, save_bar_chart
 
 
 def holds_lycoris_modules(path: str) -> bool:
     """True for a .safetensors file whose key names show LyCORIS-only tensors (names only are read)."""
-    from ..lycoris_file import is_lycoris_file
+    from lr_weights.files.lycoris_file import is_lycoris_file
 
     if not str(path).lower().endswith(".safetensors"):
         return False
@@ -30,11 +30,11 @@ def holds_lycoris_modules(path: str) -> bool:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from ..lycoris_file import read_lycoris_summary
+    from lr_weights.files.lycoris_file import read_lycoris_summary
 
     size = None
     if getattr(args, "plot", None):
-        from ..io import check_output_path
+        from lr_weights.files.io import check_output_path
 
         size = parse_size(args.plot_size)
         check_output_path(args.plot, "--plot")
@@ -87,7 +87,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_bake(args: argparse.Namespace, output: str) -> int:
-    from ..lycoris_file import bake_lycoris
+    from lr_weights.files.lycoris_file import bake_lycoris
 
     with captured_logs() as warnings:
         result = bake_lycoris(args.file, output, args.lbw, args.arch)

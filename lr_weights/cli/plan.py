@@ -15,9 +15,9 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import NetworkArgError
-from ..table import format_block_table
-from ._util import add_subcommand, captured_logs, parse_pairs, read_json, read_toml
+from lr_weights.errors import NetworkArgError
+from lr_weights.network.table import format_block_table
+from lr_weights.cli._util import add_subcommand, captured_logs, parse_pairs, read_json, read_toml
 
 EXAMPLES = """examples:
   lr-weights plan --arch sdxl --network_dim 32 --network_alpha 16 --unet_lr 1e-4 \\
@@ -90,7 +90,7 @@ def _from_toml(path: str) -> Dict[str, Any]:
 
 
 def _from_gui(path: str) -> Dict[str, Any]:
-    from ..gui_config import gui_to_sd_scripts
+    from lr_weights.cli.gui_config import gui_to_sd_scripts
 
     converted = gui_to_sd_scripts(read_json(path), path)
     table = converted.table
@@ -117,7 +117,7 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
     if args.network_args is not None:
         settings["network_args"] = parse_pairs(args.network_args, "--network_args")
 
-    from ..reference import model_of_checkpoint
+    from lr_weights.models.reference import model_of_checkpoint
 
     arch = args.arch
     if arch is None and args.model:
@@ -168,7 +168,7 @@ def _safetensors_size(state: Dict[str, Any]) -> int:
 
 
 def build_plan(arch: str, module_name: str, settings: Dict[str, Any]) -> Dict[str, Any]:
-    from ..reference import build_reference_model, skipped_weight_init
+    from lr_weights.models.reference import build_reference_model, skipped_weight_init
 
     module = importlib.import_module(module_name)
     text_encoder, unet = build_reference_model(arch)

@@ -17,12 +17,12 @@ import json
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from ..blocks import Architecture
-from ..errors import NetworkArgError
-from ..lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
-from ..settings import near_miss, parse_int, trainable_block_lr_weights
-from ..weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_stack_lr_weights
-from ._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
+from lr_weights.archs.blocks import Architecture
+from lr_weights.errors import NetworkArgError
+from lr_weights.args.lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
+from lr_weights.args.settings import near_miss, parse_int, trainable_block_lr_weights
+from lr_weights.args.weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_stack_lr_weights
+from lr_weights.cli._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
 
 EXAMPLES = """examples:
   lr-weights show sine+.25                                  # the 12 values sd-scripts makes of it
@@ -195,7 +195,7 @@ class BlocksWithModules:
     """Which blocks hold adapter modules, read off sd-scripts' module tree for this layout."""
 
     def __init__(self, arch: Architecture, conv: bool):
-        from ..reference import blocks_with_modules
+        from lr_weights.models.reference import blocks_with_modules
 
         linear = blocks_with_modules(arch, include_conv=False)
         with_conv = blocks_with_modules(arch, include_conv=True)
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         given["block_lr_zero_threshold"] = args.threshold
     size = parse_size(args.plot_size) if args.plot else None
     if args.plot:
-        from ..io import check_output_path
+        from lr_weights.files.io import check_output_path
 
         check_output_path(args.plot, "--plot")
     with captured_logs() as warnings:

@@ -97,7 +97,7 @@ def test_block_lrs_train_and_save(workspace):
     )
     from safetensors import safe_open
 
-    from lr_weights.blocks import SD, block_index
+    from lr_weights.archs.blocks import SD, block_index
 
     with safe_open(str(path), "pt") as handle:
         keys = list(handle.keys())

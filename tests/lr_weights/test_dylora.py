@@ -20,14 +20,14 @@ import torch
 from safetensors.torch import load_file
 
 from lr_weights import dylora, lora
-from lr_weights.dylora_modules import DyLoRAModule, draw_slice
+from lr_weights.adapters.dylora import DyLoRAModule, draw_slice
 from lr_weights.errors import NetworkArgError
-from lr_weights.tiny import build_tiny_sd
+from lr_weights.models.tiny import build_tiny_sd
 
-from ..conftest import upstream_case
-from ..tolerances import assert_within, float64, float64_agreement, fp_tolerance
-from ..upstream_dylora import load_upstream_dylora, sd_scripts_dir
-from ..upstream_models import rebuild
+from tests.conftest import upstream_case
+from tests.tolerances import assert_within, float64, float64_agreement, fp_tolerance
+from tests.upstream_dylora import load_upstream_dylora, sd_scripts_dir
+from tests.upstream_models import rebuild
 
 
 def saved_shapes(network, tmp_path):
@@ -265,7 +265,7 @@ def test_adamw_update_equals_a_per_row_parameter_implementation(monkeypatch):
     ref_opt = torch.optim.AdamW(reference.parameters(), **hyper)
     starts = [0, 0, 4, 0]  # rows 0-1 twice, rows 4-5 first at step 3, rows 0-1 again after a pause
     draws = iter(starts)
-    monkeypatch.setattr("lr_weights.dylora_modules.draw_slice", lambda dim, unit, rng=None: (lambda s: (s, s + unit))(next(draws)))
+    monkeypatch.setattr("lr_weights.adapters.dylora.draw_slice", lambda dim, unit, rng=None: (lambda s: (s, s + unit))(next(draws)))
     x = torch.randn(3, 5, dtype=torch.float64)
     target = torch.randn(3, 7, dtype=torch.float64)
     for step, start in enumerate(starts, 1):

@@ -12,9 +12,9 @@ import torch
 from lr_weights import flux as lora_flux
 from lr_weights.archs import FLUX
 from lr_weights.errors import NetworkArgError
-from lr_weights.tiny_flux import build_tiny_flux
+from lr_weights.models.tiny_flux import build_tiny_flux
 
-from ..tolerances import assert_within, delta_norm64, float64, float64_agreement, fp_tolerance, max_norm_rtol, on_grid
+from tests.tolerances import assert_within, delta_norm64, float64, float64_agreement, fp_tolerance, max_norm_rtol, on_grid
 
 UNET_LR = 1e-4
 
@@ -272,7 +272,7 @@ def test_rank_larger_than_a_layer_names_the_arg():
 def test_inspect_and_bake_a_flux_file(tmp_path):
     from safetensors.torch import load_file
 
-    from lr_weights.lora_file import bake, read_summary
+    from lr_weights.files.lora_file import bake, read_summary
 
     network, _, _ = make(train_t5xxl="True")
     randomise(network)

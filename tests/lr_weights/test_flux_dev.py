@@ -9,9 +9,9 @@ import torch
 
 from lr_weights import flux as lora_flux
 from lr_weights.archs import FLUX
-from lr_weights.skeleton import load_skeleton
+from lr_weights.models.skeleton import load_skeleton
 
-DATA = Path(__file__).resolve().parents[2] / "lr_weights" / "data"
+DATA = Path(__file__).resolve().parents[2] / "lr_weights" / "models" / "data"
 COUNTS = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "upstream" / "flux" / "flux_dev_counts.json").read_text(encoding="utf-8"))
 
 

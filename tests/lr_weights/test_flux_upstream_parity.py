@@ -22,7 +22,7 @@ import torch
 
 from lr_weights import flux as lora_flux
 from lr_weights.errors import NetworkArgError
-from lr_weights.skeleton import build_from_skeleton
+from lr_weights.models.skeleton import build_from_skeleton
 
 FIGURES = Path(__file__).resolve().parents[1] / "fixtures" / "upstream" / "flux"
 CASES = sorted(p.stem for p in (FIGURES / "cases").glob("*.json"))

@@ -2,7 +2,7 @@
 
 With no block args both must build the same modules from the same RNG stream, so the oracle is
 upstream itself: same seed -> the same tensors, keys and metadata, exactly (torch.equal). With block
-args the expected LRs and module sets follow from the block map (lr_weights.blocks) and the
+args the expected LRs and module sets follow from the block map (lr_weights.archs.blocks) and the
 weights parsed by lr_weights' own parser, which test_weights.py checks against sd-scripts' figures.
 """
 
@@ -20,14 +20,14 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from lr_weights import lycoris as ours  # noqa: E402
-from lr_weights.blocks import SD, SDXL, block_index  # noqa: E402
+from lr_weights.archs.blocks import SD, SDXL, block_index  # noqa: E402
 from lr_weights.errors import NetworkArgError  # noqa: E402
-from lr_weights.skeleton import build_from_skeleton  # noqa: E402
-from lr_weights.tiny import build_tiny_sd  # noqa: E402
-from lr_weights.weights import resolve_block_lr_weights  # noqa: E402
+from lr_weights.models.skeleton import build_from_skeleton  # noqa: E402
+from lr_weights.models.tiny import build_tiny_sd  # noqa: E402
+from lr_weights.args.weights import resolve_block_lr_weights  # noqa: E402
 
-from ..conftest import UPSTREAM  # noqa: E402
-from ..tolerances import assert_within, float64, float64_agreement, fp_tolerance, on_grid  # noqa: E402
+from tests.conftest import UPSTREAM  # noqa: E402
+from tests.tolerances import assert_within, float64, float64_agreement, fp_tolerance, on_grid  # noqa: E402
 
 ALGOS = [
     ("lokr", {"factor": "4"}),
@@ -408,7 +408,7 @@ def test_merge_to_equals_the_patched_forward(tmp_path):
     make ΔW = kron(w1, w2)·scale a multiple of 2⁻¹⁷ (checked below); base weights on a 2⁻²² grid
     with |W + ΔW| < 2 then need at most 23 significant bits, so the float32 merge is exact and the
     two forwards differ only by float64 rounding."""
-    from lr_weights.lycoris_library import delta_weight
+    from lr_weights.adapters.lycoris_library import delta_weight
 
     with float64():
         network, text_encoder, unet = build(ours, algo="lokr", preset="attn-mlp")
@@ -457,7 +457,7 @@ def test_pt_files_save_and_load(tmp_path):
 def test_missing_library_gives_the_install_hint(monkeypatch):
     import sys
 
-    from lr_weights.lycoris_library import import_lycoris
+    from lr_weights.adapters.lycoris_library import import_lycoris
 
     monkeypatch.setitem(sys.modules, "lycoris", None)
     with pytest.raises(ImportError, match=r'pip install "lr-weights\[lycoris\]"'):

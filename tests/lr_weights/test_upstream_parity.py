@@ -10,8 +10,8 @@ import pytest
 from lr_weights import lora
 from lr_weights.errors import NetworkArgError
 
-from ..conftest import upstream_case, upstream_case_slugs
-from ..upstream_models import rebuild
+from tests.conftest import upstream_case, upstream_case_slugs
+from tests.upstream_models import rebuild
 
 
 def run_case(case):

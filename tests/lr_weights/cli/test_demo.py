@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lr_weights.io import load_lora_file
+from lr_weights.files.io import load_lora_file
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 would have built for that LoRA type, with the module switched to lr_weights.
 
 Expected args were derived by reading bmaltais/kohya_ss `lora_gui.py` (train_model) at the tag
-named by each folder; see lr_weights/gui_config.py for the rule. The order is the order of
+named by each folder; see lr_weights/cli/gui_config.py for the rule. The order is the order of
 train_model's parameters; only truthy fields are passed ("" and 0 are left out).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lr_weights.gui_config import gui_to_sd_scripts
+from lr_weights.cli.gui_config import gui_to_sd_scripts
 
 CONFIGS = Path(__file__).resolve().parents[2] / "fixtures" / "gui-configs"
 

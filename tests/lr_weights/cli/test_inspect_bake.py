@@ -9,11 +9,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lr_weights import lora
-from lr_weights.functional import delta_weight
-from lr_weights.io import load_lora_file, read_metadata
-from lr_weights.tiny import build_tiny_sd
+from lr_weights.adapters.functional import delta_weight
+from lr_weights.files.io import load_lora_file, read_metadata
+from lr_weights.models.tiny import build_tiny_sd
 
-from ...tolerances import fp_tolerance
+from tests.tolerances import fp_tolerance
 from .conftest import png_size
 
 
@@ -241,8 +241,7 @@ def test_bake_without_output_names_the_option(cli, trained):
 
 
 def test_missing_output_folders_fail_before_any_work(cli, trained, tmp_path, monkeypatch):
-    from lr_weights import lora_file
-
+    from lr_weights.files import lora_file
     monkeypatch.setattr(lora_file, "bake", lambda *a, **k: pytest.fail("bake ran"))
     missing = tmp_path / "missing" / "out.safetensors"
     result = cli("bake", trained, "--lbw", "OUTD", "-o", missing)
@@ -257,7 +256,7 @@ def flux_file(tmp_path):
     import torch
 
     from lr_weights import flux as lora_flux
-    from lr_weights.tiny_flux import build_tiny_flux
+    from lr_weights.models.tiny_flux import build_tiny_flux
 
     encoders, model = build_tiny_flux()
     torch.manual_seed(0)

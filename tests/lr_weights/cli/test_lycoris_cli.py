@@ -10,9 +10,9 @@ pytest.importorskip("lycoris.kohya", reason="lycoris-lora is an optional extra (
 from safetensors.torch import load_file  # noqa: E402
 
 from lr_weights import lycoris as ours  # noqa: E402
-from lr_weights.blocks import SD, block_index  # noqa: E402
-from lr_weights.lbw import parse_lbw  # noqa: E402
-from lr_weights.reference import build_reference_model  # noqa: E402
+from lr_weights.archs.blocks import SD, block_index  # noqa: E402
+from lr_weights.args.lbw import parse_lbw  # noqa: E402
+from lr_weights.models.reference import build_reference_model  # noqa: E402
 
 from .test_gui import CONFIGS  # noqa: E402
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from lr_weights.blocks import SD, SDXL
-from lr_weights.lbw import LBW_PRESETS
-from lr_weights.weights import resolve_block_lr_weights
+from lr_weights.archs.blocks import SD, SDXL
+from lr_weights.args.lbw import LBW_PRESETS
+from lr_weights.args.weights import resolve_block_lr_weights
 
 from .conftest import png_size
 
@@ -109,7 +109,7 @@ def test_help_has_examples(cli, capsys):
 
 
 def _upstream_presets():
-    from ...conftest import UPSTREAM
+    from tests.conftest import UPSTREAM
 
     return json.loads((UPSTREAM / "presets.json").read_text(encoding="utf-8"))["newest"]
 

@@ -1,0 +1,1 @@
+"""One adapter layer and its math each: LoRA (fused), split (FLUX qkv), DyLoRA, the lycoris-lora bridge."""

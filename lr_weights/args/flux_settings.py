@@ -1,0 +1,271 @@
+"""FLUX network_args -> one frozen, validated settings object (the FLUX counterpart of settings.py).
+
+Upstream `networks/lora_flux.py` args keep their meaning; where upstream asserts, crashes inside a
+list comprehension, or logs and drops a bad value, we raise a NetworkArgError naming the key and
+the value. The block-wise args (`double_lr_weight`, `single_lr_weight`, `block_lr_zero_threshold`,
+`double_block_dims` ..., `lbw_weights`) go through the same parsing as SD's (settings.py,
+weights.py, lbw.py) with the FLUX architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from lr_weights.archs import FLUX
+from lr_weights.archs.flux import FLUX_KEYS, NUM_DOUBLE, NUM_SINGLE
+from lr_weights.errors import NetworkArgError
+from lr_weights.args.settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, check_unknown_keys, parse_alpha, parse_flag, parse_int, parse_training_options, refuse_foreign_keys
+from lr_weights.args.weights import parse_float
+
+logger = logging.getLogger(__name__)
+
+# Upstream's component dims, in its order of precedence (the first that matches a name wins), with
+# the substrings a LoRA name must all contain.
+TYPE_DIM_KEYS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("img_attn_dim", ("img_attn",)),
+    ("txt_attn_dim", ("txt_attn",)),
+    ("img_mlp_dim", ("img_mlp",)),
+    ("txt_mlp_dim", ("txt_mlp",)),
+    ("img_mod_dim", ("img_mod",)),
+    ("txt_mod_dim", ("txt_mod",)),
+    ("single_dim", ("single_blocks", "linear")),
+    ("single_mod_dim", ("modulation",)),
+)
+IN_DIM_NAMES = ("img", "time", "vector", "guidance", "txt")
+TRAIN_BLOCKS = ("all", "double", "single")
+SHARED_KEYS = (
+    "dropout",
+    "rank_dropout",
+    "module_dropout",
+    "block_lr_zero_threshold",
+    "lbw_weights",
+    "loraplus_lr_ratio",
+    "loraplus_unet_lr_ratio",
+    "loraplus_text_encoder_lr_ratio",
+    "merge_lr_groups",
+)
+# Upstream reads these, but FLUX has no k x k conv for them to act on.
+NO_EFFECT_KEYS = ("conv_dim", "conv_alpha")
+KNOWN_FLUX_KEYS = frozenset(FLUX_KEYS + SHARED_KEYS + NO_EFFECT_KEYS)
+
+
+@dataclass(frozen=True)
+class FluxSettings:
+    """Resolved settings of a FLUX LoRA network."""
+
+    dim: int
+    alpha: float
+    train_blocks: str  # all | double | single
+    # Upstream's block selections (None = all); they prune only modules at the default dim.
+    train_double: Optional[Tuple[bool, ...]]
+    train_single: Optional[Tuple[bool, ...]]
+    split_qkv: bool
+    train_t5xxl: bool
+    verbose: bool
+    type_dims: Tuple[Optional[int], ...]  # one per TYPE_DIM_KEYS entry
+    in_dims: Optional[Tuple[int, ...]]  # img, time, vector, guidance, txt
+    reg_dims: Tuple[Tuple[str, int], ...]  # (regex, dim), first match wins
+    reg_lrs: Tuple[Tuple[str, float], ...]  # (regex, absolute LR), first match wins
+    ggpo_beta: Optional[float]
+    ggpo_sigma: Optional[float]
+    # Per flat FLUX block (59) when double/single_block_dims/alphas are given, else None.
+    block_dims: Optional[Tuple[int, ...]]
+    block_alphas: Optional[Tuple[float, ...]]
+    options: TrainingOptions
+
+    @property
+    def ggpo(self) -> bool:
+        return self.ggpo_beta is not None and self.ggpo_sigma is not None
+
+    def base_dim_alpha(self, block: int) -> Tuple[int, float]:
+        """The default dim/alpha of a flow-model layer in `block` before component dims apply."""
+        dim = self.dim if self.block_dims is None or block < 0 else self.block_dims[block]
+        alpha = self.alpha if self.block_alphas is None or block < 0 else self.block_alphas[block]
+        return dim, alpha
+
+    def block_weight(self, block: int) -> float:
+        weights = self.options.block_lr_weights
+        if weights is None or not 0 <= block < len(weights):
+            return 1.0
+        return weights[block]
+
+    def text_encoder_weight(self, label: str) -> float:
+        return dict(self.options.text_encoder_lr_weights).get(label, self.options.text_encoder_lr_weight)
+
+
+def parse_upstream_flag(key: str, value: Any) -> bool:
+    """Upstream turns a flag on only for the exact string "True" (so "true" and "1" silently meant
+    off); we take True/true/1/yes/on as on and refuse anything that is not a clear yes or no."""
+    return parse_flag(key, value, valid="True or False")
+
+
+def parse_block_selection(key: str, value: Any, total: int) -> Tuple[bool, ...]:
+    """`all`, `none`, `` or comma lists of indices and `a-b` ranges (0-based), as upstream."""
+    text = str(value).strip()
+    if text == "all":
+        return (True,) * total
+    if text in ("none", ""):
+        return (False,) * total
+    expected = f"all, none, or comma-separated block indices 0..{total - 1} and ranges a-b (e.g. 0-3,7)"
+    selected = [False] * total
+    for part in text.split(","):
+        bounds = [b.strip() for b in part.split("-")] if "-" in part.strip()[1:] else [part.strip()]
+        try:
+            numbers = [int(b) for b in bounds]
+        except ValueError:
+            raise NetworkArgError(key, value, f"{expected}; {part.strip()!r} is not") from None
+        if len(numbers) > 2 or any(not 0 <= n < total for n in numbers) or numbers[0] > numbers[-1]:
+            raise NetworkArgError(key, value, f"{expected}; {part.strip()!r} is not")
+        for index in range(numbers[0], numbers[-1] + 1):
+            selected[index] = True
+    return tuple(selected)
+
+
+def parse_in_dims(value: Any) -> Tuple[int, ...]:
+    text = str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    expected = f"5 comma-separated dims ({', '.join(IN_DIM_NAMES)}), 0 to skip one, e.g. 4,0,0,0,4"
+    entries = [e.strip() for e in text.split(",")]
+    if len(entries) != len(IN_DIM_NAMES):
+        raise NetworkArgError("in_dims", value, f"{expected}; got {len(entries)} values")
+    dims = []
+    for name, entry in zip(IN_DIM_NAMES, entries):
+        try:
+            dims.append(parse_int("in_dims", entry))
+        except NetworkArgError:
+            raise NetworkArgError("in_dims", value, f"{expected}; the {name} entry is {entry!r}") from None
+    return tuple(dims)
+
+
+def parse_regex_pairs(key: str, value: Any, number) -> Tuple[Tuple[str, Any], ...]:
+    """`regex=value,regex=value` (split on `,` and the first `=`, as upstream); bad pairs, values
+    and regexes are errors (upstream logs and drops them, or skips a bad regex silently)."""
+    pairs = []
+    for pair in str(value).split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        if "=" not in pair:
+            raise NetworkArgError(key, value, f"comma-separated regex=value pairs; {pair!r} has no '='")
+        pattern, _, text = pair.partition("=")
+        pattern = pattern.strip()
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise NetworkArgError(key, value, f"valid regular expressions; {pattern!r}: {error}") from None
+        pairs.append((pattern, number(key, text.strip(), pair)))
+    return tuple(pairs)
+
+
+def _reg_dim(key: str, text: str, pair: str) -> int:
+    try:
+        return parse_int(key, text)
+    except NetworkArgError:
+        raise NetworkArgError(key, pair, "regex=dim with a whole number >= 0") from None
+
+
+def reg_lr(key: str, text: str, pair: str) -> float:
+    try:
+        lr = parse_float(key, text)
+    except NetworkArgError:
+        lr = -1.0
+    if lr < 0:
+        raise NetworkArgError(key, pair, "regex=lr with a learning rate >= 0")
+    return lr
+
+
+def _stack_list(key: str, value: Any, size: int, item) -> Tuple:
+    entries = [e.strip() for e in str(value).split(",")]
+    if len(entries) != size:
+        raise NetworkArgError(key, value, f"exactly {size} comma-separated values, got {len(entries)}")
+    values = []
+    for position, entry in enumerate(entries):
+        try:
+            values.append(item(key, entry))
+        except NetworkArgError as error:
+            raise NetworkArgError(key, value, f"{size} comma-separated values, each {error.expected} (entry {position} is {entry!r})") from None
+    return tuple(values)
+
+
+def normalise_flux_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Refuse SD-only args and likely typos; warn about args without effect or unknown."""
+    refuse_foreign_keys(kwargs, FLUX, KNOWN_FLUX_KEYS)
+    args = dict(kwargs)
+    check_unknown_keys(args, KNOWN_FLUX_KEYS, "lr_weights.flux", logger)
+    for key in NO_EFFECT_KEYS:
+        if args.get(key) is not None:
+            logger.warning("%s=%s has no effect: FLUX has no k x k convs (upstream lora_flux reads it and ignores it too).", key, args[key])
+    return args
+
+
+def parse_flux_settings(network_dim: Any, network_alpha: Any, kwargs: Mapping[str, Any], neuron_dropout: Any = None) -> FluxSettings:
+    """Everything FLUX `create_network` needs, validated. Raises NetworkArgError on bad input."""
+    args = normalise_flux_kwargs(kwargs)
+    dim = DEFAULT_DIM if network_dim is None else parse_int("network_dim", network_dim, minimum=1)
+    alpha = DEFAULT_ALPHA if network_alpha is None else parse_alpha("network_alpha", network_alpha)
+
+    train_blocks = "all" if args.get("train_blocks") is None else str(args["train_blocks"]).strip()
+    if train_blocks not in TRAIN_BLOCKS:
+        raise NetworkArgError("train_blocks", args["train_blocks"], ", ".join(TRAIN_BLOCKS))
+    train_double = None if args.get("train_double_block_indices") is None else parse_block_selection("train_double_block_indices", args["train_double_block_indices"], NUM_DOUBLE)
+    train_single = None if args.get("train_single_block_indices") is None else parse_block_selection("train_single_block_indices", args["train_single_block_indices"], NUM_SINGLE)
+    type_dims = tuple(None if args.get(key) is None else parse_int(key, args[key]) for key, _ in TYPE_DIM_KEYS)
+    in_dims = None if args.get("in_dims") is None else parse_in_dims(args["in_dims"])
+    reg_dims = () if args.get("network_reg_dims") is None else parse_regex_pairs("network_reg_dims", args["network_reg_dims"], _reg_dim)
+    reg_lrs = () if args.get("network_reg_lrs") is None else parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], reg_lr)
+
+    ggpo = {}
+    for key in ("ggpo_beta", "ggpo_sigma"):
+        ggpo[key] = None if args.get(key) is None else parse_float(key, str(args[key]).strip())
+    given = [k for k, v in ggpo.items() if v is not None]
+    if len(given) == 1:
+        missing = "ggpo_sigma" if given[0] == "ggpo_beta" else "ggpo_beta"
+        raise NetworkArgError(given[0], args[given[0]], f"to be given together with {missing} (GGPO needs both; with one upstream silently trains without it)")
+
+    options = parse_training_options(FLUX, args, neuron_dropout)
+    block_dims, block_alphas = _block_dims(args, dim, alpha)
+    settings = FluxSettings(
+        dim=dim,
+        alpha=alpha,
+        train_blocks=train_blocks,
+        train_double=train_double,
+        train_single=train_single,
+        split_qkv=parse_upstream_flag("split_qkv", args.get("split_qkv")),
+        train_t5xxl=parse_upstream_flag("train_t5xxl", args.get("train_t5xxl")),
+        verbose=parse_upstream_flag("verbose", args.get("verbose")),
+        type_dims=type_dims,
+        in_dims=in_dims,
+        reg_dims=reg_dims,
+        reg_lrs=reg_lrs,
+        ggpo_beta=ggpo["ggpo_beta"],
+        ggpo_sigma=ggpo["ggpo_sigma"],
+        block_dims=block_dims,
+        block_alphas=block_alphas,
+        options=options,
+    )
+    _check_in_dims_weight(settings)
+    return settings
+
+
+def _block_dims(args: Mapping[str, Any], dim: int, alpha: float) -> Tuple[Optional[Tuple[int, ...]], Optional[Tuple[float, ...]]]:
+    """double/single_block_dims and _alphas -> per flat block (IN and OUT keep the base values)."""
+    dims = [dim] * FLUX.num_blocks
+    alphas = [alpha] * FLUX.num_blocks
+    any_dims = any_alphas = False
+    for stack in FLUX.stacks:
+        if args.get(stack.dims_key) is not None:
+            dims[stack.start : stack.stop] = _stack_list(stack.dims_key, args[stack.dims_key], stack.size, lambda k, e: parse_int(k, e))
+            any_dims = True
+        if args.get(stack.alphas_key) is not None:
+            alphas[stack.start : stack.stop] = _stack_list(stack.alphas_key, args[stack.alphas_key], stack.size, parse_alpha)
+            any_alphas = True
+    return (tuple(dims) if any_dims else None), (tuple(alphas) if any_alphas else None)
+
+
+def _check_in_dims_weight(settings: FluxSettings) -> None:
+    if settings.in_dims is not None and any(settings.in_dims) and settings.block_weight(0) == 0:
+        logger.warning("in_dims=%s: the IN block has weight 0 (lbw_weights), so no in_dims modules are made.", ",".join(map(str, settings.in_dims)))

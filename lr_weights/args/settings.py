@@ -1,0 +1,442 @@
+"""What the user asked for: network_args strings -> one frozen, validated settings object.
+
+All parsing and validation of `--network_args` lives here, so that every entry point (LoRA,
+DyLoRA, the CLI) accepts and refuses exactly the same inputs. Hosts pass every value as a string
+(except `dropout`, which newer hosts inject as a float or None); direct callers may pass numbers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from typing import AbstractSet, Any, Dict, Iterable, Mapping, Optional, Tuple
+
+from lr_weights.archs import SD, keys_of_other_architectures
+from lr_weights.archs.blocks import Architecture
+from lr_weights.errors import NetworkArgError
+from lr_weights.args.weights import parse_float, resolve_stack_lr_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DIM = 4
+DEFAULT_ALPHA = 1.0
+
+LR_WEIGHT_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold")
+BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
+# Kohya GUI v21.7.x wrote these names; sd-scripts never read them (CONTRACT §7.5).
+GUI_ALIASES = {"conv_dims": "conv_block_dims", "conv_alphas": "conv_block_alphas"}
+# Opt-in performance switches (docs/perf.md): LoRA-FA, and one optimizer group per distinct LR.
+PERF_KEYS = ("fa", "merge_lr_groups")
+# Read only by lr_weights.dylora; lr_weights.lora says so when it gets one.
+DYLORA_KEYS = ("unit",)
+KNOWN_KEYS = frozenset(
+    ("conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout")
+    + DYLORA_KEYS
+    + LR_WEIGHT_KEYS
+    + ("lbw_weights",)
+    + BLOCK_LIST_KEYS
+    + ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+    + PERF_KEYS
+)
+
+
+@dataclass(frozen=True)
+class DimAlpha:
+    dim: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Settings that both the create and the from-weights path honour (CONTRACT §7.9)."""
+
+    dropout: Optional[float] = None
+    rank_dropout: Optional[float] = None
+    module_dropout: Optional[float] = None
+    loraplus_unet_ratio: Optional[float] = None
+    loraplus_text_encoder_ratio: Optional[float] = None
+    block_lr_weights: Optional[Tuple[float, ...]] = None
+    # LBW's BASE (lbw_weights=): multiplies the text-encoder LR; 0 means no text-encoder modules.
+    text_encoder_lr_weight: float = 1.0
+    # Per text encoder where the LBW vocabulary names them apart (FLUX: ("TE1", CLIP), ("TE3", T5)).
+    text_encoder_lr_weights: Tuple[Tuple[str, float], ...] = ()
+    fa: bool = False  # LoRA-FA: lora_down frozen at init, only lora_up trains
+    merge_lr_groups: bool = False  # one optimizer group per distinct LR instead of per block
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Resolved settings of a LoRA/LoCon network for one architecture."""
+
+    arch: Architecture
+    dim: int
+    alpha: float
+    conv_dim: Optional[int]
+    conv_alpha: Optional[float]
+    # Per-block tables (len = arch.num_blocks) when block mode is on, else None. Blocks whose LR
+    # weight is 0 already have dim 0 here.
+    block_dims: Optional[Tuple[int, ...]]
+    block_alphas: Optional[Tuple[float, ...]]
+    conv_block_dims: Optional[Tuple[int, ...]]
+    conv_block_alphas: Optional[Tuple[float, ...]]
+    options: TrainingOptions
+
+    @property
+    def block_mode(self) -> bool:
+        return self.block_dims is not None
+
+    @property
+    def trains_conv(self) -> bool:
+        """Whether k x k convs (ResnetBlock2D / Downsample2D / Upsample2D) are targeted at all."""
+        return self.conv_dim is not None or self.conv_block_dims is not None
+
+    def text_encoder_dim_alpha(self) -> DimAlpha:
+        return DimAlpha(self.dim, self.alpha)
+
+    def unet_dim_alpha(self, block: int, is_conv_kxk: bool) -> Optional[DimAlpha]:
+        """dim/alpha for a U-Net layer in `block` (-1 = unknown block), or None when it gets no module."""
+        if not self.block_mode or block < 0:
+            if is_conv_kxk:
+                return None if self.conv_dim is None else DimAlpha(self.conv_dim, self.conv_alpha)
+            return DimAlpha(self.dim, self.alpha)
+        if is_conv_kxk:
+            if self.conv_block_dims is None:
+                return None
+            return DimAlpha(self.conv_block_dims[block], self.conv_block_alphas[block])
+        return DimAlpha(self.block_dims[block], self.block_alphas[block])
+
+
+def parse_int(key: str, value: Any, *, minimum: int = 0) -> int:
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        raise NetworkArgError(key, value, f"a whole number >= {minimum}") from None
+    if number < minimum:
+        raise NetworkArgError(key, value, f"a whole number >= {minimum}")
+    return number
+
+
+def parse_alpha(key: str, value: Any) -> float:
+    alpha = parse_float(key, str(value).strip(), what="a number >= 0 (0 means alpha = dim)")
+    if alpha < 0:
+        raise NetworkArgError(key, value, "a number >= 0 (0 means alpha = dim)")
+    return alpha
+
+
+def parse_probability(key: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
+    p = parse_float(key, str(value).strip(), what="a probability 0 <= p < 1")
+    if not 0.0 <= p < 1.0:
+        raise NetworkArgError(key, value, "a probability 0 <= p < 1")
+    return p
+
+
+def parse_flag(key: str, value: Any, valid: str = "1 or 0 (also true/false, yes/no, on/off)") -> bool:
+    """On for 1/true/yes/on, off for 0/false/no/off/empty/none (any case); `valid` is how the error spells it."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", "", "none"):
+        return False
+    raise NetworkArgError(key, value, valid)
+
+
+def parse_ratio(key: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    ratio = parse_float(key, str(value).strip(), what="a positive number")
+    if ratio <= 0:
+        raise NetworkArgError(key, value, "a positive number")
+    return ratio
+
+
+def parse_block_list(key: str, value: Any, arch: Architecture, item) -> Tuple:
+    entries = [e.strip() for e in str(value).split(",")]
+    if len(entries) != arch.num_blocks:
+        raise NetworkArgError(
+            key,
+            value,
+            f"exactly {arch.num_blocks} comma-separated values for {arch.name.upper()} "
+            f"(one per block {arch.block_names[0]}..{arch.block_names[-1]}), got {len(entries)}",
+        )
+    values = []
+    for position, entry in enumerate(entries):
+        try:
+            values.append(item(key, entry))
+        except NetworkArgError as error:
+            raise NetworkArgError(
+                key, value, f"{arch.num_blocks} comma-separated values, each {error.expected} (entry {position} for {arch.block_name(position)} is {entry!r})"
+            ) from None
+    return tuple(values)
+
+
+def parse_unit(kwargs: Mapping[str, Any]) -> int:
+    """DyLoRA's `unit`: how many rank rows train together each step (default 1, as upstream)."""
+    value = kwargs.get("unit")
+    if value is None:
+        return 1
+    return parse_int("unit", value, minimum=1)
+
+
+def check_dylora_dims(settings: "NetworkSettings", unit: int) -> None:
+    """Every dim a DyLoRA network will use must be a multiple of `unit` (upstream asserts it)."""
+    expected = f"dims that are multiples of unit={unit}"
+    if settings.dim % unit:
+        raise NetworkArgError("network_dim", settings.dim, f"a multiple of unit={unit} (DyLoRA trains unit rank rows at a time)")
+    if settings.conv_dim is not None and settings.conv_dim % unit:
+        raise NetworkArgError("conv_dim", settings.conv_dim, f"a multiple of unit={unit} (DyLoRA trains unit rank rows at a time)")
+    for key, dims in (("block_dims", settings.block_dims), ("conv_block_dims", settings.conv_block_dims)):
+        if dims is None:
+            continue
+        bad = [f"{settings.arch.block_name(i)}={d}" for i, d in enumerate(dims) if d % unit and i not in settings.arch.moduleless]
+        if bad:
+            raise NetworkArgError(key, ",".join(str(d) for d in dims), f"{expected} (0 prunes a block); not: {', '.join(bad)}")
+
+
+def _block_int(key: str, text: str) -> int:
+    return parse_int(key, text)
+
+
+def refuse_foreign_keys(kwargs: Mapping[str, Any], arch: Architecture, known: frozenset) -> None:
+    """An arg another family's entry point reads (double_lr_weight given to lr_weights.lora,
+    down_lr_weight given to lr_weights.flux) is an error naming the arg, never silently ignored."""
+    foreign = keys_of_other_architectures(arch)
+    for key, value in kwargs.items():
+        if key in foreign and key not in known:
+            owner = foreign[key]
+            raise NetworkArgError(
+                key, value,
+                f"an arg of {owner.entry_point} ({owner.title}); {arch.entry_point} ({arch.title}) does not read it. "
+                f"Train {owner.title} with --network_module {owner.entry_point}, or leave {key} out",
+            )
+
+
+def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Accept GUI-era aliases, refuse likely typos, warn about keys we do not use."""
+    refuse_foreign_keys(kwargs, SD, KNOWN_KEYS)
+    args = dict(kwargs)
+    for alias, key in GUI_ALIASES.items():
+        if alias in args:
+            value = args.pop(alias)
+            if key in args:
+                logger.warning("%s is an old Kohya GUI name for %s; both were given, %s is used.", alias, key, key)
+                continue
+            logger.warning("%s is an old Kohya GUI name for %s (sd-scripts ignored it); using it as %s.", alias, key, key)
+            args[key] = value
+    check_unknown_keys(args, KNOWN_KEYS, "lr_weights", logger)
+    return args
+
+
+def check_unknown_keys(args: Mapping[str, Any], known: AbstractSet[str], module: str, log: logging.Logger) -> None:
+    """An unknown key that is a near miss of a known one is a NetworkArgError (a typo must not train
+    with the default); any other is logged on `log` as not used by `module`, and left in place."""
+    for key in list(args):
+        if key in known:
+            continue
+        close = near_miss(key, known)
+        if close:
+            raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")
+        log.warning("network arg %s=%r is not used by %s and is ignored.", key, args[key], module)
+
+
+def near_miss(key: str, known: Iterable[str]) -> Optional[str]:
+    """The known name `key` was most likely meant to be (another case, a typo), or None."""
+    by_lower = {name.lower(): name for name in known}
+    folded = key.strip().lower().replace("-", "_")
+    if folded in by_lower:
+        return by_lower[folded]
+    close = difflib.get_close_matches(folded, sorted(by_lower), n=1, cutoff=0.85)
+    return by_lower[close[0]] if close else None
+
+
+def typed_name(key: str, kwargs: Mapping[str, Any]) -> str:
+    """The name the user gave for `key`: its GUI-era alias when only that was given."""
+    if key not in kwargs:
+        for alias, canonical in GUI_ALIASES.items():
+            if canonical == key and alias in kwargs:
+                return alias
+    return key
+
+
+def parse_training_options(
+    arch: Architecture, kwargs: Mapping[str, Any], neuron_dropout: Any = None
+) -> TrainingOptions:
+    dropout = parse_probability("neuron_dropout", neuron_dropout)
+    injected = parse_probability("dropout", kwargs.get("dropout"))
+    if dropout is None:
+        dropout = injected
+    elif injected is not None and injected != dropout:
+        logger.warning("dropout=%s differs from --network_dropout=%s; using --network_dropout.", injected, dropout)
+
+    common = parse_ratio("loraplus_lr_ratio", kwargs.get("loraplus_lr_ratio"))
+    unet_ratio = parse_ratio("loraplus_unet_lr_ratio", kwargs.get("loraplus_unet_lr_ratio"))
+    te_ratio = parse_ratio("loraplus_text_encoder_lr_ratio", kwargs.get("loraplus_text_encoder_lr_ratio"))
+    parsed = lbw_training_weights_full(arch, kwargs)
+    lbw = None if parsed is None else (parsed.base, parsed.blocks)
+    per_encoder = () if parsed is None or arch.lbw.text_encoder_labels == ("TE",) else parsed.text_encoders
+    return TrainingOptions(
+        dropout=dropout,
+        rank_dropout=parse_probability("rank_dropout", kwargs.get("rank_dropout")),
+        module_dropout=parse_probability("module_dropout", kwargs.get("module_dropout")),
+        loraplus_unet_ratio=unet_ratio or common,
+        loraplus_text_encoder_ratio=te_ratio or common,
+        block_lr_weights=trainable_block_lr_weights(arch, kwargs) if lbw is None else lbw[1],
+        text_encoder_lr_weight=1.0 if lbw is None else lbw[0],
+        text_encoder_lr_weights=per_encoder,
+        fa=parse_flag("fa", kwargs.get("fa")),
+        merge_lr_groups=parse_flag("merge_lr_groups", kwargs.get("merge_lr_groups")),
+    )
+
+
+def lbw_training_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, Tuple[float, ...]]]:
+    """`lbw_weights=` (an LBW vector or preset) -> (BASE, per-block weights), or None when not given.
+
+    The blocks are expanded as LBW expands them at inference (lr_weights.args.lbw.parse_lbw): a block the
+    vector does not name gets 0, so what was tested in the WebUI is what trains. The zero threshold
+    applies as for the per-stack lists. FLUX's per-encoder weights: lbw_training_weights_full.
+    """
+    parsed = lbw_training_weights_full(arch, kwargs)
+    return None if parsed is None else (parsed.base, parsed.blocks)
+
+
+def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
+    """As lbw_training_weights, but the whole LBWWeights (text-encoder weights by label), thresholded."""
+    text = kwargs.get("lbw_weights")
+    if text is None:
+        return None
+    from dataclasses import replace
+
+    from lr_weights.args.lbw import lbw_lengths, named_form, parse_lbw  # lbw imports nothing from here; kept local for clarity of layering
+
+    mixed = [key for key in arch.lr_weight_keys if kwargs.get(key) is not None]
+    if mixed:
+        raise NetworkArgError(
+            "lbw_weights", text,
+            f"to be given without {', '.join(mixed)}: lbw_weights sets every block's weight. Use one form "
+            "(lr_weights.args.lbw.lbw_to_network_args converts an LBW vector to per-stack lists)",
+        )
+    parsed = parse_lbw(arch, text)
+    threshold = 0.0 if kwargs.get("block_lr_zero_threshold") is None else parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
+    if any(w < 0 for _, w in parsed.text_encoders) or parsed.base < 0 or any(w < 0 for w in parsed.blocks):
+        raise NetworkArgError("lbw_weights", text, "weights >= 0 for training (a negative weight would be a negative learning rate)")
+    blocks = tuple(weight if weight > threshold else 0.0 for weight in parsed.blocks)
+    trained = arch.trained_blocks()
+    if all(blocks[i] == 0 for i in trained):
+        raise NetworkArgError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
+
+    form, _ = named_form(arch, text)
+    named = {target for entry in form for target in arch.lbw.targets(entry)}
+    unnamed = [arch.block_name(i) for i in trained if blocks[i] == 0 and arch.block_name(i) not in named]
+    zero = [arch.block_name(i) for i in trained if blocks[i] == 0 and arch.block_name(i) not in unnamed]
+    text_encoders = ", ".join(f"{label} x{weight:g}" for label, weight in parsed.text_encoders)
+    logger.info(
+        "lbw_weights=%s: %s; blocks with weight 0 get no modules%s%s",
+        text, "BASE (text encoders) x%g" % parsed.base if arch.lbw.text_encoder_labels == ("TE",) else f"text encoders {text_encoders}",
+        f"; set to 0: {', '.join(zero)}" if zero else "",
+        f"; not named by this {len(form)}-value form, so 0 as in LBW: {', '.join(unnamed)} "
+        f"(they hold only conv layers; the {lbw_lengths(arch)[-1]}-value form names them)" if unnamed else "",
+    )
+    return replace(parsed, blocks=blocks)
+
+
+def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
+    """The block LR weights, refusing what upstream would silently train wrong or not at all."""
+    if kwargs.get("block_lr_zero_threshold") is not None:
+        parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
+    weights = resolve_stack_lr_weights(arch, kwargs, kwargs.get("block_lr_zero_threshold"))
+    if weights is None:
+        return None
+    threshold = kwargs.get("block_lr_zero_threshold", "0")
+    for index, weight in enumerate(weights):
+        if weight < 0:
+            key = arch.stack_of(index).lr_weight_key
+            raise NetworkArgError(
+                key,
+                kwargs.get(key),
+                f"weights >= 0: {arch.block_name(index)} gets {weight:g}, which block_lr_zero_threshold={threshold} "
+                "lets through and which would be a negative learning rate",
+            )
+    if all(weights[index] == 0 for index in arch.trained_blocks()):
+        given = " ".join(f"{k}={kwargs[k]}" for k in arch.lr_weight_keys if kwargs.get(k) is not None)
+        raise NetworkArgError(
+            "block_lr_zero_threshold",
+            threshold,
+            "a threshold below at least one block weight: with these settings every U-Net block has weight 0, "
+            f"so nothing in the U-Net would train ({given}). The threshold is compared with the block weight "
+            "alone, not weight x learning rate: a block trains only if its weight > threshold",
+        )
+    return weights
+
+
+def parse_network_settings(
+    arch: Architecture,
+    network_dim: Any,
+    network_alpha: Any,
+    kwargs: Mapping[str, Any],
+    neuron_dropout: Any = None,
+) -> NetworkSettings:
+    """Everything `create_network` needs, validated. Raises NetworkArgError on bad input."""
+    args = normalise_kwargs(kwargs)
+    dim = DEFAULT_DIM if network_dim is None else parse_int("network_dim", network_dim, minimum=1)
+    alpha = DEFAULT_ALPHA if network_alpha is None else parse_alpha("network_alpha", network_alpha)
+
+    conv_dim = None
+    conv_alpha = None if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
+    if args.get("conv_dim") is not None:
+        conv_dim = parse_int("conv_dim", args["conv_dim"], minimum=1)
+        conv_alpha = DEFAULT_ALPHA if conv_alpha is None else conv_alpha
+    elif conv_alpha is not None:
+        conv_alpha = None
+        logger.warning("conv_alpha=%s is ignored: conv_dim is not given, so k x k convs are not trained.", args["conv_alpha"])
+
+    options = parse_training_options(arch, args, neuron_dropout)
+    lists = {key: args.get(key) for key in BLOCK_LIST_KEYS}
+    if options.block_lr_weights is None and all(v is None for v in lists.values()):
+        return NetworkSettings(arch, dim, alpha, conv_dim, conv_alpha, None, None, None, None, options)
+
+    n = arch.num_blocks
+    block_dims = list(parse_block_list("block_dims", lists["block_dims"], arch, _block_int) if lists["block_dims"] is not None else [dim] * n)
+    block_alphas = (
+        parse_block_list("block_alphas", lists["block_alphas"], arch, parse_alpha) if lists["block_alphas"] is not None else (alpha,) * n
+    )
+    conv_block_dims: Optional[list] = None
+    conv_block_alphas: Optional[Tuple[float, ...]] = None
+    if lists["conv_block_dims"] is not None:
+        conv_block_dims = list(parse_block_list(typed_name("conv_block_dims", kwargs), lists["conv_block_dims"], arch, _block_int))
+    elif conv_dim is not None:
+        conv_block_dims = [conv_dim] * n
+    if lists["conv_block_alphas"] is not None:
+        if conv_block_dims is None:
+            raise NetworkArgError(
+                "conv_block_alphas", lists["conv_block_alphas"], "to be given together with conv_dim or conv_block_dims (it sets the alphas of k x k conv modules, which are only made then)"
+            )
+        conv_block_alphas = parse_block_list(typed_name("conv_block_alphas", kwargs), lists["conv_block_alphas"], arch, parse_alpha)
+    elif conv_block_dims is not None:
+        conv_block_alphas = (DEFAULT_ALPHA if conv_alpha is None else conv_alpha,) * n
+
+    if options.block_lr_weights is not None:
+        for i, weight in enumerate(options.block_lr_weights):
+            if weight == 0:
+                block_dims[i] = 0
+                if conv_block_dims is not None:
+                    conv_block_dims[i] = 0
+
+    return NetworkSettings(
+        arch,
+        dim,
+        alpha,
+        conv_dim,
+        conv_alpha,
+        tuple(block_dims),
+        tuple(block_alphas),
+        None if conv_block_dims is None else tuple(conv_block_dims),
+        conv_block_alphas,
+        options,
+    )

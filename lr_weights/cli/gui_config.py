@@ -1,0 +1,395 @@
+"""Kohya GUI (bmaltais/kohya_ss) LoRA configs -> the sd-scripts settings that run them with lr_weights.
+
+How the GUI builds `--network_args`, read from its `lora_gui.py` at v21.7.7, v21.8.4, v24.0.0 and
+v26.0.0 (the same rule in every era, unless noted):
+- "Standard" and "Kohya LoCon" -> `networks.lora`; "Kohya DyLoRA" -> `networks.dylora`.
+- "Kohya LoCon" first adds `conv_dim` and `conv_alpha` unconditionally (v24.0.0-v24.0.3 forgot
+  them, so a LoCon trained as a plain LoRA there; we add them, as every other version does).
+- Then each of these fields whose value is truthy ("" and 0 are left out), in this order (the order
+  of train_model's parameters): conv_dim, conv_alpha (DyLoRA only), down_lr_weight, mid_lr_weight,
+  up_lr_weight, block_lr_zero_threshold, block_dims, block_alphas, conv_block_dims (v21.7.x:
+  conv_dims), conv_block_alphas (v21.7.x: conv_alphas), unit (DyLoRA only), rank_dropout,
+  module_dropout; v26 then appends loraplus_lr_ratio, loraplus_unet_lr_ratio,
+  loraplus_text_encoder_lr_ratio.
+- v21.x puts them on the command line as `key="value"`; v24+ writes a TOML whose network_args is
+  `network_args.replace('"', '').split()`, so a value with a space ("1, 1, 1") is cut into
+  pieces without `=` and sd-scripts crashes. v21.7.x's conv_dims/conv_alphas were never read by
+  sd-scripts. We strip the spaces and use the conv_block_* names.
+- LyCORIS types go to `lycoris.kohya`, which has no block LRs; they convert to
+  `lr_weights.lycoris` with their block fields (lr_weights/cli/gui_lycoris.py).
+A key missing from a file takes the GUI's default (LoRA_type Standard, network_dim 8,
+network_alpha 1, conv_dim 1, conv_alpha 1, unit 1; block fields "").
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Tuple
+
+from lr_weights.archs.blocks import SD, SDXL, Architecture
+from lr_weights.errors import NetworkArgError
+from lr_weights.args.lbw import format_number
+
+logger = logging.getLogger(__name__)
+
+BLOCK_LR_TYPES = {"Standard": "lr_weights.lora", "Kohya LoCon": "lr_weights.lora", "Kohya DyLoRA": "lr_weights.dylora"}
+GUI_DEFAULTS: Mapping[str, Any] = {"LoRA_type": "Standard", "network_dim": 8, "network_alpha": 1, "conv_dim": 1, "conv_alpha": 1, "unit": 1}
+NETWORK_ARG_ORDER = (
+    "conv_dim",
+    "conv_alpha",
+    "down_lr_weight",
+    "mid_lr_weight",
+    "up_lr_weight",
+    "block_lr_zero_threshold",
+    "block_dims",
+    "block_alphas",
+    "conv_block_dims",
+    "conv_block_alphas",
+    "unit",
+    "rank_dropout",
+    "module_dropout",
+)
+LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+_DYLORA_ONLY = ("conv_dim", "conv_alpha", "unit")
+_GUI_ALIASES = {"conv_block_dims": "conv_dims", "conv_block_alphas": "conv_alphas"}
+_INT_KEYS = ("conv_dim", "unit", "network_dim")
+
+
+@dataclass
+class SdScriptsConfig:
+    """What runs a GUI config with lr_weights: the flat --config_file table and the launch command parts."""
+
+    lora_type: str
+    arch: Architecture
+    script: str  # train_network.py or sdxl_train_network.py
+    table: Dict[str, Any]  # sd-scripts option -> value, in a stable order
+    network_args: List[Tuple[str, str]]
+    accelerate_args: List[str]
+    additional_parameters: List[str]
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def network_module(self) -> str:
+        return self.table["network_module"]
+
+
+def gui_value(config: Mapping[str, Any], key: str) -> Any:
+    if key in config:
+        return config[key]
+    return GUI_DEFAULTS.get(key, "")
+
+
+def _clean(key: str, value: Any) -> str:
+    """The text sd-scripts should receive: no spaces (v24+ GUIs split there), whole numbers for dims."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)):
+        if key in _INT_KEYS and float(value).is_integer():
+            return str(int(value))
+        return format_number(value)
+    return re.sub(r"\s+", "", str(value)).replace('"', "")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() != ""
+    return bool(value)
+
+
+def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple[str, List[Tuple[str, str]]]:
+    """(network module, [(key, value), ...]) the GUI would build, with lr_weights' module."""
+    lora_type = str(gui_value(config, "LoRA_type"))
+    from lr_weights.cli.gui_lycoris import LYCORIS_GUI_TYPES, lycoris_gui_network_args
+
+    if lora_type in LYCORIS_GUI_TYPES:
+        return "lr_weights.lycoris", lycoris_gui_network_args(config, lora_type, _clean, _truthy)
+    if lora_type not in BLOCK_LR_TYPES:
+        raise ValueError(
+            f"{source}: LoRA_type {lora_type!r} has no lr_weights module; block LRs need LoRA_type Standard, Kohya LoCon, "
+            f"Kohya DyLoRA or a LyCORIS type ({', '.join(sorted(LYCORIS_GUI_TYPES))}) "
+            "(set it in the GUI's LoRA type, or 'LoRA_type' in the JSON)"
+        )
+    module = BLOCK_LR_TYPES[lora_type]
+    is_dylora = lora_type == "Kohya DyLoRA"
+    pairs: List[Tuple[str, str]] = []
+    if lora_type == "Kohya LoCon":
+        pairs += [("conv_dim", _clean("conv_dim", gui_value(config, "conv_dim"))), ("conv_alpha", _clean("conv_alpha", gui_value(config, "conv_alpha")))]
+    for key in NETWORK_ARG_ORDER:
+        if key in _DYLORA_ONLY and not is_dylora:
+            continue
+        value = config.get(key, "")
+        alias = _GUI_ALIASES.get(key)
+        if not _truthy(value) and alias is not None and _truthy(config.get(alias, "")):
+            value = config[alias]
+        elif key in ("conv_dim", "conv_alpha", "unit"):
+            value = gui_value(config, key)
+        if _truthy(value):
+            pairs.append((key, _clean(key, value)))
+    for key in LORAPLUS_KEYS:
+        if _truthy(config.get(key, "")):
+            pairs.append((key, _clean(key, config[key])))
+    return module, pairs
+
+
+def _number(key: str, value: Any, source: str, kind=float):
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise NetworkArgError(key, value, f"a number (in {source})") from None
+    if number != number or number in (float("inf"), float("-inf")):  # int() of these is an OverflowError
+        raise NetworkArgError(key, value, f"a finite number (in {source})")
+    return int(number) if kind is int else number
+
+
+# GUI field -> sd-scripts option, and how to carry it over. Kinds: str (non-empty), bool (True),
+# num (always), pos (> 0), int / intpos (whole numbers), args (whitespace-separated list).
+_OPTIONS: Tuple[Tuple[str, str, str], ...] = (
+    ("pretrained_model_name_or_path", "pretrained_model_name_or_path", "str"),
+    ("v2", "v2", "bool"),
+    ("v_parameterization", "v_parameterization", "bool"),
+    ("vae", "vae", "str"),
+    ("train_data_dir", "train_data_dir", "str"),
+    ("reg_data_dir", "reg_data_dir", "str"),
+    ("dataset_config", "dataset_config", "str"),
+    ("output_dir", "output_dir", "str"),
+    ("output_name", "output_name", "str"),
+    ("logging_dir", "logging_dir", "str"),
+    ("max_resolution", "resolution", "str"),
+    ("train_batch_size", "train_batch_size", "intpos"),
+    ("gradient_accumulation_steps", "gradient_accumulation_steps", "intpos"),
+    ("lr_scheduler", "lr_scheduler", "str"),
+    ("lr_warmup_steps", "lr_warmup_steps", "intpos"),
+    ("lr_scheduler_num_cycles", "lr_scheduler_num_cycles", "intpos"),
+    ("lr_scheduler_power", "lr_scheduler_power", "pos"),
+    ("lr_scheduler_args", "lr_scheduler_args", "args"),
+    ("optimizer", "optimizer_type", "str"),
+    ("optimizer_args", "optimizer_args", "args"),
+    ("max_grad_norm", "max_grad_norm", "num"),
+    ("mixed_precision", "mixed_precision", "str"),
+    ("save_precision", "save_precision", "str"),
+    ("full_fp16", "full_fp16", "bool"),
+    ("full_bf16", "full_bf16", "bool"),
+    ("fp8_base", "fp8_base", "bool"),
+    ("seed", "seed", "intpos"),
+    ("cache_latents", "cache_latents", "bool"),
+    ("cache_latents_to_disk", "cache_latents_to_disk", "bool"),
+    ("caption_extension", "caption_extension", "str"),
+    ("enable_bucket", "enable_bucket", "bool"),
+    ("min_bucket_reso", "min_bucket_reso", "intpos"),
+    ("max_bucket_reso", "max_bucket_reso", "intpos"),
+    ("bucket_reso_steps", "bucket_reso_steps", "intpos"),
+    ("bucket_no_upscale", "bucket_no_upscale", "bool"),
+    ("gradient_checkpointing", "gradient_checkpointing", "bool"),
+    ("mem_eff_attn", "mem_eff_attn", "bool"),
+    ("no_token_padding", "no_token_padding", "bool"),
+    ("shuffle_caption", "shuffle_caption", "bool"),
+    ("keep_tokens", "keep_tokens", "intpos"),
+    ("weighted_captions", "weighted_captions", "bool"),
+    ("caption_dropout_every_n_epochs", "caption_dropout_every_n_epochs", "intpos"),
+    ("caption_dropout_rate", "caption_dropout_rate", "pos"),
+    ("caption_tag_dropout_rate", "caption_tag_dropout_rate", "pos"),
+    ("color_aug", "color_aug", "bool"),
+    ("flip_aug", "flip_aug", "bool"),
+    ("random_crop", "random_crop", "bool"),
+    ("max_data_loader_n_workers", "max_data_loader_n_workers", "int"),
+    ("persistent_data_loader_workers", "persistent_data_loader_workers", "bool"),
+    ("vae_batch_size", "vae_batch_size", "intpos"),
+    ("prior_loss_weight", "prior_loss_weight", "num"),
+    ("min_snr_gamma", "min_snr_gamma", "pos"),
+    ("scale_weight_norms", "scale_weight_norms", "pos"),
+    ("network_dropout", "network_dropout", "pos"),
+    ("scale_v_pred_loss_like_noise_pred", "scale_v_pred_loss_like_noise_pred", "bool"),
+    ("v_pred_like_loss", "v_pred_like_loss", "pos"),
+    ("debiased_estimation_loss", "debiased_estimation_loss", "bool"),
+    ("ip_noise_gamma", "ip_noise_gamma", "pos"),
+    ("min_timestep", "min_timestep", "intpos"),
+    ("save_model_as", "save_model_as", "str"),
+    ("save_every_n_epochs", "save_every_n_epochs", "intpos"),
+    ("save_every_n_steps", "save_every_n_steps", "intpos"),
+    ("save_last_n_steps", "save_last_n_steps", "intpos"),
+    ("save_last_n_steps_state", "save_last_n_steps_state", "intpos"),
+    ("save_state", "save_state", "bool"),
+    ("resume", "resume", "str"),
+    ("lora_network_weights", "network_weights", "str"),
+    ("dim_from_weights", "dim_from_weights", "bool"),
+    ("training_comment", "training_comment", "str"),
+    ("metadata_author", "metadata_author", "str"),
+    ("metadata_description", "metadata_description", "str"),
+    ("metadata_license", "metadata_license", "str"),
+    ("metadata_tags", "metadata_tags", "str"),
+    ("metadata_title", "metadata_title", "str"),
+)
+
+
+def _carry(table: Dict[str, Any], config: Mapping[str, Any], gui_key: str, option: str, kind: str, source: str) -> None:
+    if gui_key not in config:
+        return
+    value = config[gui_key]
+    if kind == "str":
+        if isinstance(value, str) and value.strip() and not (gui_key == "save_model_as" and value == "same as source model"):
+            table[option] = value
+    elif kind == "bool":
+        if value is True or (isinstance(value, str) and value.lower() == "true"):
+            table[option] = True
+    elif kind == "args":
+        parts = str(value).replace('"', "").split()
+        if parts:
+            table[option] = parts
+    elif isinstance(value, str) and value.strip() == "":
+        return
+    elif kind in ("int", "intpos"):
+        number = _number(gui_key, value, source, int)
+        if kind == "int" or number > 0:
+            table[option] = number
+    else:
+        number = _number(gui_key, value, source)
+        if kind == "num" or number > 0:
+            table[option] = number
+
+
+# Settings that every Kohya GUI era (v21.7 .. v26) writes into a LoRA config; a JSON file with
+# fewer than two of them (a package.json, a dataset config) is something else.
+GUI_MARKER_KEYS = ("LoRA_type", "pretrained_model_name_or_path", "network_dim", "learning_rate", "train_data_dir", "output_dir", "optimizer", "lr_scheduler")
+
+
+def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scripts_dir: str = "") -> SdScriptsConfig:
+    """The sd-scripts settings that run `config` with lr_weights (network args not yet validated)."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{source} is not a Kohya GUI config (a JSON object of settings)")
+    found = [key for key in GUI_MARKER_KEYS if key in config]
+    if len(found) < 2:
+        raise ValueError(
+            f"{source} is not a Kohya GUI config: it has {'only ' + found[0] if found else 'none'} of the settings every "
+            f"GUI era saves ({', '.join(GUI_MARKER_KEYS)}); save the config from the GUI's LoRA tab"
+        )
+    lora_type = str(gui_value(config, "LoRA_type"))
+    module, pairs = gui_network_args(config, source)
+    sdxl = config.get("sdxl") is True
+    arch = SDXL if sdxl else SD
+    notes: List[str] = []
+    table: Dict[str, Any] = {}
+    for gui_key, option, kind in _OPTIONS:
+        _carry(table, config, gui_key, option, kind, source)
+
+    # Training length: the GUI passes max_train_steps when set, else derives steps from epochs.
+    if _truthy(config.get("max_train_steps", "")) and _number("max_train_steps", config["max_train_steps"], source, int) > 0:
+        table["max_train_steps"] = _number("max_train_steps", config["max_train_steps"], source, int)
+    else:
+        for key in ("max_train_epochs", "epoch"):
+            if _truthy(config.get(key, "")) and _number(key, config[key], source, int) > 0:
+                table["max_train_epochs"] = _number(key, config[key], source, int)
+                break
+    if "lr_warmup_steps" not in table and _truthy(config.get("lr_warmup", "")) and _number("lr_warmup", config["lr_warmup"], source) > 0:
+        notes.append(f"the GUI warmed up for {config['lr_warmup']}% of the steps; set lr_warmup_steps to that number of steps")
+
+    clip_skip = config.get("clip_skip", "")
+    if _truthy(clip_skip) and _number("clip_skip", clip_skip, source, int) > 1:
+        table["clip_skip"] = _number("clip_skip", clip_skip, source, int)
+    max_token_length = config.get("max_token_length", "")
+    if _truthy(max_token_length) and _number("max_token_length", max_token_length, source, int) > 75:
+        table["max_token_length"] = _number("max_token_length", max_token_length, source, int)
+    noise_type = config.get("noise_offset_type", "Original")
+    if noise_type == "Multires":
+        _carry(table, config, "multires_noise_iterations", "multires_noise_iterations", "intpos", source)
+        _carry(table, config, "multires_noise_discount", "multires_noise_discount", "pos", source)
+    else:
+        _carry(table, config, "noise_offset", "noise_offset", "pos", source)
+        if _truthy(config.get("adaptive_noise_scale", "")) and _number("adaptive_noise_scale", config["adaptive_noise_scale"], source) != 0:
+            table["adaptive_noise_scale"] = _number("adaptive_noise_scale", config["adaptive_noise_scale"], source)
+    loss_type = config.get("loss_type", "")
+    if _truthy(loss_type) and loss_type != "l2":
+        table["loss_type"] = loss_type
+        _carry(table, config, "huber_c", "huber_c", "pos", source)
+        _carry(table, config, "huber_schedule", "huber_schedule", "str", source)
+    attention = config.get("xformers", "")
+    if attention is True or attention == "xformers":
+        table["xformers"] = True
+    elif attention == "sdpa":
+        table["sdpa"] = True
+    if sdxl:
+        if config.get("sdxl_no_half_vae") is True:
+            table["no_half_vae"] = True
+        if config.get("sdxl_cache_text_encoder_outputs") is True:
+            table["cache_text_encoder_outputs"] = True
+    if _truthy(config.get("sample_prompts", "")):
+        notes.append("sample prompts are not carried over: write them to a file and pass --sample_prompts")
+
+    _learning_rates(table, config, source)
+    table["network_module"] = module
+    table["network_dim"] = _number("network_dim", gui_value(config, "network_dim"), source, int)
+    alpha = _number("network_alpha", gui_value(config, "network_alpha"), source)
+    table["network_alpha"] = int(alpha) if float(alpha).is_integer() else alpha
+    table["network_args"] = [f"{k}={v}" for k, v in pairs]
+    if not table["network_args"]:
+        del table["network_args"]
+
+    accelerate = [f"--num_cpu_threads_per_process={_number('num_cpu_threads_per_process', config.get('num_cpu_threads_per_process', 2), source, int)}"]
+    if "mixed_precision" in table:
+        accelerate.append(f"--mixed_precision={table['mixed_precision']}")
+    script = "sdxl_train_network.py" if sdxl else "train_network.py"
+    if sd_scripts_dir:
+        script = sd_scripts_dir.rstrip("/\\") + "/" + script
+    try:
+        additional = shlex.split(str(config.get("additional_parameters", "") or ""))
+    except ValueError as error:
+        raise ValueError(f"{source}: additional_parameters cannot be split into arguments ({error})") from None
+    overriding = [a for a in additional if a.split("=", 1)[0] in ("--network_module", "--network_args", "--network_dim", "--network_alpha")]
+    if overriding:
+        notes.append(f"additional_parameters sets {', '.join(sorted({a.split('=', 1)[0] for a in overriding}))}, which overrides the converted setting")
+    return SdScriptsConfig(lora_type, arch, script, table, pairs, accelerate, additional, notes)
+
+
+def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: str) -> None:
+    """The GUI's rule: both LRs set -> both; one set -> that one and train only that part; none -> learning_rate."""
+    lr = _number("learning_rate", config.get("learning_rate", 0) or 0, source)
+    te = _number("text_encoder_lr", config.get("text_encoder_lr", 0) or 0, source) if "text_encoder_lr" in config else 0.0
+    unet = _number("unet_lr", config.get("unet_lr", 0) or 0, source) if "unet_lr" in config else 0.0
+    if lr == te == unet == 0:
+        raise NetworkArgError("learning_rate", config.get("learning_rate"), f"a learning rate above 0 (learning_rate, unet_lr or text_encoder_lr in {source})")
+    table["learning_rate"] = lr
+    if te and unet:
+        table["text_encoder_lr"] = te
+        table["unet_lr"] = unet
+    elif te:
+        table["text_encoder_lr"] = te
+        table["network_train_text_encoder_only"] = True
+    elif unet:
+        table["unet_lr"] = unet
+        table["network_train_unet_only"] = True
+
+
+def launch_command(converted: SdScriptsConfig, toml_path: str) -> str:
+    """The `accelerate launch` line for a TOML written from `converted`, shell-quoted."""
+    parts = ["accelerate", "launch"] + converted.accelerate_args + [converted.script, "--config_file", toml_path] + converted.additional_parameters
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def additional_parameters_line(converted: SdScriptsConfig) -> str:
+    """What to paste into the GUI's "Additional parameters" box: later options override the GUI's own."""
+    line = f"--network_module={converted.network_module}"
+    if converted.network_args:
+        line += " --network_args " + " ".join(f'"{k}={v}"' for k, v in converted.network_args)
+    return line
+
+
+def check_list_lengths(arch: Architecture, args: Mapping[str, str]) -> None:
+    """Refuse down/mid/up lists whose length does not fit the architecture.
+
+    The module pads or truncates them with a warning (as upstream); a GUI config is checked before
+    any GPU time is spent, where a list of the wrong length is almost always the wrong model.
+    """
+    expected = {"down_lr_weight": arch.num_down, "mid_lr_weight": arch.num_mid, "up_lr_weight": arch.num_down}
+    for key, n in expected.items():
+        value = args.get(key)
+        if value is None or "," not in value:  # a single number applies to every block
+            continue
+        count = len(value.split(","))
+        if count != n:
+            other = SD if arch.is_sdxl else SDXL
+            other_n = {"mid_lr_weight": other.num_mid}.get(key, other.num_down)
+            hint = f" ({count} is the {other.name.upper()} length)" if count == other_n else ""
+            first = arch.block_names[arch.down_start if key != "mid_lr_weight" else arch.mid_start]
+            raise NetworkArgError(key, value, f"{n} comma-separated values for {arch.name.upper()} (from {first}), got {count}{hint}")

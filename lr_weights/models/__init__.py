@@ -1,0 +1,1 @@
+"""Model trees without downloads: recorded reference skeletons (meta device) and tiny random models."""

@@ -1,0 +1,1 @@
+"""Targets -> module plans -> the network, its optimizer groups and per-block table; one entry factory."""

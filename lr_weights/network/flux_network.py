@@ -1,0 +1,262 @@
+"""The FLUX network: LoRANetwork's host surface plus what upstream lora_flux's network adds.
+
+- Optimizer groups (`prepare_optimizer_params_with_multiple_te_lrs`): `--text_encoder_lr` as a list
+  (none: the default LR for both encoders, one value: both, two: CLIP-L then T5), each scaled by
+  its LBW weight (CLIP, T5). `network_reg_lrs` regexes are matched in order, the first wins, and
+  their LR is absolute: it overrides block weights as it overrides unet_lr upstream. Without
+  block weights the groups are upstream's (`textencoder 1`, `textencoder 2`, `unet`, each with
+  ` plus` for LoRA+ and `reg_lr_<i>` groups first); with them the flow model gets one group per
+  block, `unet D03` / `unet S12 plus`, LR = unet_lr x block weight (x the LoRA+ ratio).
+- split_qkv modules are saved merged, as upstream: `lora_down` = the parts' downs stacked, `lora_up`
+  = their ups block-diagonal. Upstream keeps each part's alpha in the merged file, so a loader,
+  which divides by the merged rank (parts x dim), applies 1/parts of the trained change; we save
+  alpha x parts, which a loader turns back into each part's alpha / dim. Files without our marker
+  are read with upstream's convention.
+- GGPO hooks: update_norms, update_grad_norms, grad_norms, weight_norms, combined_weight_norms.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from lr_weights.archs import FLUX
+from lr_weights.adapters.split import FluxLoRAModule
+from lr_weights.network.host import caller_reads_descriptions
+from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
+from lr_weights.network.lora_network import LoRANetwork, ModulePlan
+from lr_weights.network.param_groups import ParamGroup, _split_group, merge_param_groups
+from lr_weights.args.settings import TrainingOptions
+
+logger = logging.getLogger(__name__)
+
+SPLIT_ALPHA_MARKER = "lr_weights_split_qkv_alpha"  # metadata: merged split_qkv alphas are alpha x parts
+
+
+def text_encoder_lrs(value, default_lr) -> List[Optional[float]]:
+    """`--text_encoder_lr` (None, a number or a list) -> [CLIP-L LR, T5 LR], as upstream."""
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
+        return [default_lr, default_lr]
+    if isinstance(value, (int, float)):
+        return [float(value), float(value)]
+    values = list(value)
+    if len(values) == 1:
+        return [values[0], values[0]]
+    return values[:2]
+
+
+class FluxLoRANetwork(LoRANetwork):
+    """LoRA adapters over FLUX.1 / Chroma and its text encoders, with per-block learning rates."""
+
+    def __init__(
+        self,
+        plans: Sequence[ModulePlan],
+        options: TrainingOptions,
+        multiplier: float = 1.0,
+        settings=None,
+        reg_lrs: Sequence[Tuple[str, float]] = (),
+        ggpo: Tuple[Optional[float], Optional[float]] = (None, None),
+    ):
+        splits = {plan.target.lora_name: plan.split_dims for plan in plans}
+        beta, sigma = ggpo
+
+        def factory(lora_name, layer, dim, alpha, **kwargs):
+            return FluxLoRAModule(lora_name, layer, dim, alpha, split_dims=splits.get(lora_name), ggpo_beta=beta, ggpo_sigma=sigma, **kwargs)
+
+        super().__init__(FLUX, plans, options, multiplier=multiplier, settings=None, module_factory=factory)
+        self.flux_settings = settings
+        self.reg_lrs = tuple(reg_lrs)
+        self.split_qkv = any(split is not None for split in splits.values())
+        # flux_train_network.py reads network.train_t5xxl (whether T5 must be run, not cached).
+        self.train_t5xxl = any(m.lora_name.startswith("lora_te3_") for m in self.text_encoder_loras)
+        self.train_blocks = "all" if settings is None else settings.train_blocks
+
+        # upstream's attributes for the LoRA+ ratios, as given (set_loraplus_lr_ratio keeps them)
+        self.loraplus_lr_ratio: Optional[float] = None
+        self.loraplus_unet_lr_ratio: Optional[float] = None
+        self.loraplus_text_encoder_lr_ratio: Optional[float] = None
+
+    def set_loraplus_lr_ratio(self, loraplus_lr_ratio=None, loraplus_unet_lr_ratio=None, loraplus_text_encoder_lr_ratio=None) -> None:
+        self.loraplus_lr_ratio = loraplus_lr_ratio
+        self.loraplus_unet_lr_ratio = loraplus_unet_lr_ratio
+        self.loraplus_text_encoder_lr_ratio = loraplus_text_encoder_lr_ratio
+        super().set_loraplus_lr_ratio(loraplus_lr_ratio, loraplus_unet_lr_ratio, loraplus_text_encoder_lr_ratio)
+
+    # ---- optimizer groups --------------------------------------------------------------------
+
+    def prepare_optimizer_params_with_multiple_te_lrs(self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None):
+        """What flux_train_network.py calls: `(groups, descriptions)`, `--text_encoder_lr` as a list."""
+        try:
+            groups = self.flux_param_groups(text_encoder_lrs(text_encoder_lr, default_lr), unet_lr, default_lr)
+        except TypeError as error:
+            raise ValueError(f"cannot build optimizer groups: {error}") from error
+        params = [g.as_optimizer_group() for g in groups]
+        if with_descriptions is None:
+            with_descriptions = caller_reads_descriptions(sys._getframe(1))
+        return (params, [g.description for g in groups]) if with_descriptions else params
+
+    def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
+        lrs = list(text_encoder_lrs) if text_encoder_lrs else [text_encoder_lr if text_encoder_lr is not None else default_lr] * 2
+        return self.flux_param_groups(lrs + lrs[-1:] * (2 - len(lrs)), unet_lr, default_lr)
+
+    def flux_param_groups(self, te_lrs: Sequence[Optional[float]], unet_lr, default_lr) -> List[ParamGroup]:
+        self.requires_grad_(True)
+        options = self.options
+        te_ratio = options.loraplus_text_encoder_ratio
+        unet_ratio = options.loraplus_unet_ratio
+        weights = dict(options.text_encoder_lr_weights)
+        groups: List[ParamGroup] = []
+        for number, (prefix, label) in enumerate(FLUX.text_encoder_prefixes, start=1):
+            modules = [m for m in self.text_encoder_loras if m.lora_name.startswith(prefix)]
+            if not modules:
+                continue
+            lr = te_lrs[number - 1]
+            weight = weights.get(label, options.text_encoder_lr_weight)
+            if lr is not None and weight != 1.0:
+                lr = lr * weight
+            logger.info("Text Encoder %d (%s): %d modules, LR %s", number, "CLIP-L" if number == 1 else "T5XXL", len(modules), lr)
+            groups += self._groups_with_regexes(f"textencoder {number}", [(f"textencoder {number}", modules, lr)], te_ratio)
+        if self.unet_loras:
+            base_lr = unet_lr if unet_lr is not None else default_lr
+            block_weights = options.block_lr_weights
+            if block_weights is None:
+                parts = [("unet", self.unet_loras, base_lr)]
+            else:
+                by_block: Dict[int, List[FluxLoRAModule]] = {}
+                for module in self.unet_loras:
+                    by_block.setdefault(self.block_of(module), []).append(module)
+                parts = []
+                for block, modules in by_block.items():
+                    weight = block_weights[block] if 0 <= block < len(block_weights) else 1.0
+                    name = f"unet {FLUX.block_name(block)}" if block >= 0 else "unet"
+                    parts.append((name, modules, None if base_lr is None else base_lr * weight))
+            unet_groups = self._groups_with_regexes("unet", parts, unet_ratio)
+            groups += merge_param_groups(unet_groups) if options.merge_lr_groups else unet_groups
+        return groups
+
+    def _groups_with_regexes(self, stem: str, parts, plus_ratio) -> List[ParamGroup]:
+        """Modules a `network_reg_lrs` regex matches (first match wins) go to `<stem> reg_lr_<i>`
+        groups at that absolute LR, before the others (as upstream, ordered as upstream sorts the
+        group names); the rest stay in their part's group."""
+        matched: Dict[int, list] = {}
+        rest = []
+        for description, modules, lr in parts:
+            unmatched = []
+            for module in modules:
+                index = self._regex_index(module.lora_name)
+                if index is None:
+                    unmatched.append(module)
+                else:
+                    matched.setdefault(index, []).append(module)
+            rest.append((description, unmatched, lr))
+        groups: List[ParamGroup] = []
+        for index in sorted(matched, key=lambda i: f"reg_lr_{i}"):
+            groups += _split_group(f"{stem} reg_lr_{index}", matched[index], self.reg_lrs[index][1], plus_ratio)
+        for description, modules, lr in rest:
+            if modules:
+                groups += _split_group(description, modules, lr, plus_ratio)
+        return groups
+
+    def _regex_index(self, lora_name: str) -> Optional[int]:
+        for index, (pattern, _) in enumerate(self.reg_lrs):
+            if re.search(pattern, lora_name):
+                return index
+        return None
+
+    # ---- files: split_qkv modules are stored merged ------------------------------------------
+
+    def _split_modules(self) -> List[FluxLoRAModule]:
+        return [m for m in self.all_loras if getattr(m, "split_dims", None) is not None]
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        result = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for module in self._split_modules():
+            key = f"{prefix}{module.lora_name}."
+            parts = len(module.split_dims)
+            downs = [result.pop(f"{key}lora_down.{i}.weight") for i in range(parts)]
+            ups = [result.pop(f"{key}lora_up.{i}.weight") for i in range(parts)]
+            alpha = result.pop(f"{key}alpha")
+            rank = downs[0].shape[0]
+            up = torch.zeros((sum(module.split_dims), rank * parts), dtype=ups[0].dtype, device=ups[0].device)
+            row = 0
+            for j, part in enumerate(ups):
+                up[row : row + part.shape[0], j * rank : (j + 1) * rank] = part
+                row += part.shape[0]
+            result[f"{key}lora_down.weight"] = torch.cat(downs, dim=0)
+            result[f"{key}lora_up.weight"] = up
+            result[f"{key}alpha"] = alpha * parts
+        return result
+
+    def load_state_dict(self, state_dict, strict: bool = True, *args, **kwargs):
+        state_dict = dict(state_dict)
+        for module in self._split_modules():
+            key = f"{module.lora_name}."
+            parts = len(module.split_dims)
+            down = state_dict.pop(f"{key}lora_down.weight", None)
+            up = state_dict.pop(f"{key}lora_up.weight", None)
+            if down is not None:
+                for i, chunk in enumerate(torch.chunk(down, parts, dim=0)):
+                    state_dict[f"{key}lora_down.{i}.weight"] = chunk
+            if up is not None:
+                rank = up.shape[1] // parts
+                row = 0
+                for j, size in enumerate(module.split_dims):
+                    state_dict[f"{key}lora_up.{j}.weight"] = up[row : row + size, j * rank : (j + 1) * rank]
+                    row += size
+            if f"{key}alpha" in state_dict:
+                state_dict[f"{key}alpha"] = state_dict[f"{key}alpha"] / parts
+        return super().load_state_dict(state_dict, strict, *args, **kwargs)
+
+    def load_weights(self, file: str):
+        if self.split_qkv and is_safetensors_path(file) and SPLIT_ALPHA_MARKER not in read_metadata(file):
+            # An upstream file: its merged alphas are each part's alpha; make them ours first.
+            weights = load_lora_file(file)
+            for module in self._split_modules():
+                key = f"{module.lora_name}.alpha"
+                if key in weights:
+                    weights[key] = weights[key] * len(module.split_dims)
+            return self._load_with_alphas(weights)
+        return super().load_weights(file)
+
+    def save_weights(self, file: str, dtype: Optional[torch.dtype] = None, metadata: Optional[Mapping[str, str]] = None) -> None:
+        metadata = dict(metadata or {})
+        if self.split_qkv:
+            metadata.setdefault(SPLIT_ALPHA_MARKER, "alpha x parts")
+        super().save_weights(file, dtype, metadata)
+
+    # ---- GGPO ----------------------------------------------------------------------------------
+
+    def update_norms(self) -> None:
+        for module in self.all_loras:
+            module.update_norms()
+
+    def update_grad_norms(self) -> None:
+        for module in self.all_loras:
+            module.update_grad_norms()
+
+    def _stacked(self, attribute: str) -> Optional[torch.Tensor]:
+        values = [getattr(m, attribute).mean(dim=0) for m in self.all_loras if getattr(m, attribute, None) is not None]
+        return torch.stack(values) if values else None
+
+    def grad_norms(self) -> Optional[torch.Tensor]:
+        return self._stacked("grad_norms")
+
+    def weight_norms(self) -> Optional[torch.Tensor]:
+        return self._stacked("weight_norms")
+
+    def combined_weight_norms(self) -> Optional[torch.Tensor]:
+        return self._stacked("combined_weight_norms")
+
+    # ---- the per-block table ----------------------------------------------------------------
+
+    def _zero_dim_blocks(self) -> List[int]:
+        """Blocks with an LR weight > 0 that got no module (train_blocks, train_*_block_indices, dim 0)."""
+        weights = self.options.block_lr_weights
+        if weights is None:
+            return []
+        present = set(self._unet_blocks.values())
+        return [i for stack in FLUX.stacks for i in range(stack.start, stack.stop) if weights[i] > 0 and i not in present]
