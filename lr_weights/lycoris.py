@@ -33,7 +33,7 @@ from lr_weights.adapters.lycoris_library import check_algo, check_preset, import
 from lr_weights.network.lycoris_network import LycorisBlockNetwork
 from lr_weights.network.lora_network import ModulePlan
 from lr_weights.args.settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
-from lr_weights.network.targets import Target, as_text_encoder_list, text_encoder_prefixes
+from lr_weights.network.targets import Target, as_text_encoder_list
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def create_network_from_weights(
     wanted = set(module_names(list(weights_sd)))
     layers = []
     encoders = as_text_encoder_list(text_encoder)
-    for prefix, encoder in zip(text_encoder_prefixes(arch, len(encoders)), encoders):
+    for prefix, encoder in zip(arch.encoder_prefixes(len(encoders)), encoders):
         if encoder is not None:
             layers += [(f"{prefix}_{name}".replace(".", "_"), layer, False) for name, layer in encoder.named_modules()]
     if unet is not None:

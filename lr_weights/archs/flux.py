@@ -14,6 +14,7 @@ import re
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder
 from lr_weights.archs.sd import CLIP_ATTENTION
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 NUM_DOUBLE = 19
 NUM_SINGLE = 38
@@ -106,6 +107,18 @@ STACKS = (
 )
 FLUX_KEYS = LAYOUT.own_keys(STACKS)
 
+# FLUX.1-dev with CLIP-L and T5-XXL as flux_utils builds them. Its LoRA files may have CLIP-L
+# modules under SDXL's `lora_te1_`, so it ranks above SDXL.
+MODEL = ModelSignature(
+    "flux",
+    ("flux_te1", "flux_te3", "flux_dev"),
+    checkpoint=Signature(prefixes=("double_blocks.", "model.diffusion_model.double_blocks.")),
+    lora=Signature(
+        prefixes=("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_", "transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
+    ),
+    rank=30,
+)
+
 FLUX = Architecture(
     name="flux",
     title="FLUX.1",
@@ -122,9 +135,14 @@ FLUX = Architecture(
     locate=locate,
     own_keys=FLUX_KEYS,
     text_encoder_prefixes=tuple((f"{e.prefix}_", e.label) for e in TEXT_ENCODERS),
+    # diffusers / ai-toolkit names (FluxTransformer2DModel, FluxPipeline's encoders); locate() maps
+    # the transformer's to the same blocks.
+    foreign_unet_prefixes=("transformer.",),
+    foreign_text_encoder_prefixes=(("text_encoder_2.", "TE3"), ("text_encoder.", "TE1")),
     unet_target_classes=LAYOUT.all_block_classes,
     text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
     text_encoder_class_pattern=CLIP_ATTENTION,
     entry_point="lr_weights.flux",
     dit=LAYOUT,
+    models=(MODEL,),
 )

@@ -49,15 +49,9 @@ def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, 
             yield lora_name, child
 
 
-def text_encoder_prefixes(arch: Architecture, count: int) -> List[str]:
-    """U-Net kind: `lora_te` for one encoder, `lora_te1`, `lora_te2` for two (sd-scripts' lora.py)."""
-    by_label = {label: prefix.rstrip("_") for prefix, label in arch.text_encoder_prefixes}
-    return [by_label["TE"]] if count == 1 else [by_label[f"TE{i + 1}"] for i in range(count)]
-
-
 def text_encoder_targets(text_encoders: Sequence[nn.Module], arch: Architecture) -> List[Target]:
     targets = []
-    for prefix, encoder in zip(text_encoder_prefixes(arch, len(text_encoders)), text_encoders):
+    for prefix, encoder in zip(arch.encoder_prefixes(len(text_encoders)), text_encoders):
         if encoder is None:
             continue
         for lora_name, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
