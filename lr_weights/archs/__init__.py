@@ -7,7 +7,7 @@ FLUX took).
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
@@ -15,13 +15,23 @@ from lr_weights.archs.sd import SD
 from lr_weights.archs.sdxl import SDXL
 
 ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX}
+# Other names users give an architecture: its models' names and common ones.
+ALIASES: Tuple[Tuple[str, str], ...] = (("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"))
 
-__all__ = ["ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "SD", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
+__all__ = [
+    "ALIASES", "ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "SD", "SDXL", "Stack",
+    "architecture_names", "get_architecture", "keys_of_other_architectures",
+]
+
+
+def architecture_names() -> Tuple[str, ...]:
+    """Every name get_architecture takes, each architecture followed by its aliases (for CLI choices)."""
+    return tuple(name for key in ARCHITECTURES for name in (key,) + tuple(alias for alias, target in ALIASES if target == key))
 
 
 def get_architecture(name: str) -> Architecture:
-    """The architecture called `name` ("sd", "sdxl", "flux"; "sd1"/"sd2" mean "sd")."""
-    key = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux"}.get(name.lower(), name.lower())
+    """The architecture called `name` ("sd", "sdxl", "flux"; or an alias: "sd1"/"sd2" mean "sd")."""
+    key = dict(ALIASES).get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
         from lr_weights.errors import NetworkArgError
 

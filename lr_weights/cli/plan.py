@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from lr_weights.errors import NetworkArgError
 from lr_weights.network.table import format_block_table
-from lr_weights.cli._util import add_subcommand, captured_logs, parse_pairs, read_json, read_toml
+from lr_weights.cli._util import MODEL_CHOICES, add_subcommand, captured_logs, parse_pairs, read_json, read_toml
 
 EXAMPLES = """examples:
   lr-weights plan --arch sdxl --network_dim 32 --network_alpha 16 --unet_lr 1e-4 \\
@@ -46,7 +46,7 @@ _MODULES = {
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
-    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl", "flux"), help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev)")
+    parser.add_argument("--arch", choices=MODEL_CHOICES, help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
