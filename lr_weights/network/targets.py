@@ -114,3 +114,16 @@ def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter
         if name_filter in lora_name:
             targets.append(Target(lora_name, child, arch.locate(lora_name), True))
     return targets
+
+
+def file_targets(arch: Architecture, text_encoders: Sequence[Optional[nn.Module]], model: Optional[nn.Module], keys: Sequence[str]) -> Tuple[List[Target], List[Target]]:
+    """Every layer a LoRA file of `arch` may hold modules for, as upstream's from-weights path finds
+    them: (text-encoder targets, the U-Net's / flow model's). The U-Net kind: LoCon's convs too. The
+    DiT kind: an encoder with a flag (T5) when the file has its keys, every block, the in layers."""
+    if arch.dit is None:
+        return text_encoder_targets(text_encoders, arch), unet_targets(model, arch, include_conv=True)
+    flags = {e.trained_by: any(str(key).startswith(e.prefix) for key in keys) for e in arch.dit.text_encoders if e.trained_by is not None}
+    rest = block_targets(model, arch, arch.dit.all_block_classes)
+    for name_filter in arch.dit.in_filters:
+        rest += filtered_targets(model, arch, name_filter)
+    return dit_text_encoder_targets(text_encoders, arch, flags), rest
