@@ -47,6 +47,12 @@ class Stack:
         return self.start <= index < self.stop
 
 
+def stack_keys(stacks: Tuple[Stack, ...]) -> Tuple[str, ...]:
+    """The network args of some stacks: their LR weights, then their dims and alphas args."""
+    keys = tuple(stack.lr_weight_key for stack in stacks)
+    return keys + tuple(key for stack in stacks for key in (stack.dims_key, stack.alphas_key) if key is not None)
+
+
 @dataclass(frozen=True)
 class LBWVocabulary:
     """The LBW vectors of one architecture, as the WebUI extension / Inspire pack spell them."""
@@ -107,6 +113,10 @@ class Architecture:
     # they share: denoiser prefixes, and text-encoder prefix -> label. Read by inspect and bake.
     foreign_unet_prefixes: Tuple[str, ...] = ()
     foreign_text_encoder_prefixes: Tuple[Tuple[str, str], ...] = ()
+    # Files whose module names match `foreign_name_pattern` are renamed on load by
+    # `rename_foreign` (name -> ours, None when it has no counterpart); SDXL: diffusers' U-Net.
+    foreign_name_pattern: Optional[str] = None
+    rename_foreign: Optional[Callable[[str], Optional[str]]] = None
     # Class names whose Linear/Conv2d children get adapters (U-Net kind: conv classes with LoCon).
     unet_target_classes: Tuple[str, ...] = ()
     unet_conv_target_classes: Tuple[str, ...] = ()

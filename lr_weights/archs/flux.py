@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack, stack_keys
 from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder
 from lr_weights.archs.sd import CLIP_ATTENTION
 from lr_weights.archs.signatures import ModelSignature, Signature
@@ -105,7 +105,7 @@ STACKS = (
     Stack("double", "double_lr_weight", 1, NUM_DOUBLE, dims_key="double_block_dims", alphas_key="double_block_alphas"),
     Stack("single", "single_lr_weight", 1 + NUM_DOUBLE, NUM_SINGLE, dims_key="single_block_dims", alphas_key="single_block_alphas"),
 )
-FLUX_KEYS = LAYOUT.own_keys(STACKS)
+FLUX_KEYS = stack_keys(STACKS) + LAYOUT.keys
 
 # FLUX.1-dev with CLIP-L and T5-XXL as flux_utils builds them. Its LoRA files may have CLIP-L
 # modules under SDXL's `lora_te1_`, so it ranks above SDXL.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.sdxl_names import DIFFUSERS_NAMES, sdxl_ldm_module_name
 from lr_weights.archs.signatures import ModelSignature, Signature
 from lr_weights.archs.sd import LBW_PRESETS, LBW_SHORT, SD_BLOCK_LIST_KEYS
 from lr_weights.archs.sd import SD as _SD
@@ -68,4 +69,6 @@ SDXL = Architecture(
     text_encoder_target_classes=_SD.text_encoder_target_classes,
     text_encoder_class_pattern=_SD.text_encoder_class_pattern,
     models=(MODEL,),
+    foreign_name_pattern=DIFFUSERS_NAMES,
+    rename_foreign=sdxl_ldm_module_name,
 )

@@ -57,7 +57,7 @@ def plan_network_from_weights(file, text_encoder, unet, weights_sd, for_inferenc
     args = normalise_kwargs(kwargs) if arch.dit is None else normalise_dit_kwargs(arch, kwargs)
     options = options_from_weights(arch, args, for_inference)
     te_targets, unet_targets = file_targets(arch, as_text_encoder_list(text_encoder), unet, list(weights_sd))
-    plans, unmatched = plan_from_weights(weights_sd, te_targets, unet_targets)
+    plans, unmatched = plan_from_weights(arch, weights_sd, te_targets, unet_targets)
     if unmatched:
         logger.warning(
             "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",

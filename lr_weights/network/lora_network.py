@@ -21,7 +21,7 @@ from lr_weights.errors import NetworkArgError
 from lr_weights.adapters.functional import delta_weight, max_norm_ratio
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import load_lora_file, save_lora_file
-from lr_weights.files.loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_diffusers_unet_keys, shape_mismatches, uses_ldm_unet_names
+from lr_weights.files.loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_foreign_keys, shape_mismatches
 from lr_weights.adapters.lora import LoRAModule, max_rank
 from lr_weights.network.param_groups import ParamGroup, Scope, encoder_lr, first_lr, merge_param_groups, per_encoder_lrs, scoped_groups, unet_parts
 from lr_weights.args.settings import NetworkSettings, TrainingOptions
@@ -84,16 +84,16 @@ def _check_ranks(plans: Sequence[ModulePlan], settings: NetworkSettings) -> None
 
 
 def plan_from_weights(
-    weights: Mapping[str, torch.Tensor], text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]
+    arch: Architecture, weights: Mapping[str, torch.Tensor], text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]
 ) -> Tuple[List[ModulePlan], List[str]]:
     """Adapters for the modules a file holds: dim = rows of lora_down, alpha from the file (absent -> dim).
 
-    Returns the plans and the file's module names that match no layer of the model. Diffusers-named
-    U-Net keys are renamed in place for an LDM-named (SDXL) U-Net, as upstream does. A file whose
+    Returns the plans and the file's module names that match no layer of the model. Foreign-named
+    keys are renamed in place by the arch (SDXL: diffusers' U-Net names), as upstream does. A file whose
     tensors do not fit the model, or of which nothing fits, is a ValueError naming keys and shapes.
     """
-    if isinstance(weights, MutableMapping) and uses_ldm_unet_names(t.lora_name for t in unet_targets):
-        rename_diffusers_unet_keys(weights)
+    if isinstance(weights, MutableMapping):
+        rename_foreign_keys(weights, arch)
     dims, alphas = dims_and_alphas(weights)
     plans = []
     for target in list(text_encoder_targets) + list(unet_targets):
@@ -193,8 +193,7 @@ class LoRANetwork(nn.Module):
         shapes that disagree; alphas from the file set the scale (CONTRACT §7.8).
         """
         weights = load_lora_file(file)
-        if self.arch.is_sdxl:
-            rename_diffusers_unet_keys(weights)
+        rename_foreign_keys(weights, self.arch)
         check_file_fits(
             file,
             weights,
