@@ -1,8 +1,8 @@
 """The model families lr_weights knows, one file each; see base.py for what an architecture holds.
 
 Adding one (SD3, Lumina, ...) is a new file here defining an `Architecture`, an entry in
-ARCHITECTURES, and a recorded module skeleton for `lr-weights plan` (docs/flux.md says what adding
-FLUX took).
+ARCHITECTURES, recorded module skeletons and an entry point of a few lines (docs/adding-a-family.md,
+with FLUX as the worked example). Detection (archs/detect.py) and the CLI's choices read this registry.
 """
 
 from __future__ import annotations
