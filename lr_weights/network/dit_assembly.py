@@ -46,7 +46,7 @@ def create_dit_network_from_weights(
 ) -> Tuple[DiTLoRANetwork, dict]:
     """A network shaped like the modules in `file` (or `weights_sd`); the weights are not loaded.
 
-    As upstream: an encoder's modules when the file has its keys (FLUX: T5 with `lora_te3_`), the in
+    As upstream: an encoder's modules when the file has its keys (FLUX: T5-XXL), the in
     layers when it has them, split_qkv off (files hold merged qkv). Block LR weights, LoRA+ ratios
     and dropouts in kwargs are honoured for training (upstream drops them); for inference only the
     block weights are kept.

@@ -78,8 +78,8 @@ def as_text_encoder_list(text_encoder) -> List[nn.Module]:
 
 
 def dit_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], arch: Architecture, flags: Mapping[str, bool]) -> List[Target]:
-    """The encoders in the host's order, each under its arch prefix (FLUX: CLIP-L `lora_te1_`, T5-XXL
-    `lora_te3_`); a None encoder (Chroma has no CLIP-L) is skipped; at the first encoder whose
+    """The encoders in the host's order, each under its prefix in the arch (FLUX: CLIP-L, then
+    T5-XXL); a None encoder (Chroma has no CLIP-L) is skipped; at the first encoder whose
     flag (train_t5xxl) is off, upstream stops."""
     specs = arch.dit.text_encoders
     targets = []
