@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import TYPE_CHECKING, Any, Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import torch
 
-if TYPE_CHECKING:
-    from lr_weights.archs.blocks import Architecture
 
 MODELS = ("sd1", "sd2", "sdxl", "flux")
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -104,15 +102,3 @@ def model_of_checkpoint(path: str) -> str:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} does not hold a state dict")
     return _model_from_keys(list(loaded), path)
-
-
-def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset":
-    """The block indices that hold at least one adapter module, found the way a network finds its
-    targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
-    from lr_weights.network.targets import flux_block_targets, unet_targets
-
-    if arch.name == "flux":
-        _, flux = build_reference_model("flux")
-        return frozenset(t.block for t in flux_block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
-    _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
-    return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)

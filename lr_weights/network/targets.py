@@ -141,3 +141,15 @@ def flux_filtered_targets(flux: Optional[nn.Module], arch: Architecture, name_fi
         if name_filter in lora_name:
             targets.append(Target(lora_name, child, arch.locate(lora_name), True))
     return targets
+
+
+def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset":
+    """The block indices that hold at least one adapter module, found the way a network finds its
+    targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
+    from lr_weights.models.reference import build_reference_model  # meta-device trees: only the CLI asks
+
+    if arch.name == "flux":
+        _, flux = build_reference_model("flux")
+        return frozenset(t.block for t in flux_block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
+    _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
+    return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)
