@@ -12,14 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Tuple
+from typing import Any, Iterator, Tuple
 
 import torch
 
 from lr_weights.archs.detect import model_from_checkpoint_keys, model_from_diffusers_folder, model_names, model_signature
-
-if TYPE_CHECKING:
-    from lr_weights.archs.blocks import Architecture
 
 MODELS = model_names()
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -92,12 +89,3 @@ def model_of_checkpoint(path: str) -> str:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} does not hold a state dict")
     return model_from_checkpoint_keys(list(loaded), path)
-
-
-def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset":
-    """The block indices that hold at least one adapter module, found the way a network finds its
-    targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
-    from lr_weights.network.targets import unet_targets
-
-    _, denoiser = build_reference_model(arch.models[0].name)
-    return frozenset(t.block for t in unet_targets(denoiser, arch, include_conv) if t.block >= 0)

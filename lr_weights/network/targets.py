@@ -127,3 +127,13 @@ def file_targets(arch: Architecture, text_encoders: Sequence[Optional[nn.Module]
     for name_filter in arch.dit.in_filters:
         rest += filtered_targets(model, arch, name_filter)
     return dit_text_encoder_targets(text_encoders, arch, flags), rest
+
+
+def blocks_with_modules(arch: Architecture, include_conv: bool) -> "frozenset":
+    """The block indices that hold at least one adapter module, found the way a network finds its
+    targets, on sd-scripts' own module tree (the family's first model: SD1 stands for SD1/SD2,
+    whose blocks are laid out alike)."""
+    from lr_weights.models.reference import build_reference_model  # meta-device trees: only the CLI asks
+
+    _, denoiser = build_reference_model(arch.models[0].name)
+    return frozenset(t.block for t in unet_targets(denoiser, arch, include_conv) if t.block >= 0)
