@@ -21,7 +21,8 @@ from lr_weights.args.flux_settings import normalise_flux_kwargs, parse_flux_sett
 from lr_weights.files.io import load_lora_file
 from lr_weights.log import ensure_visible
 from lr_weights.network.lora_network import plan_from_weights
-from lr_weights.args.settings import TrainingOptions, parse_ratio, parse_training_options
+from lr_weights.args.scalars import parse_ratio
+from lr_weights.args.settings import TrainingOptions, parse_training_options
 from lr_weights.network.targets import flux_block_targets, flux_filtered_targets, flux_text_encoder_targets
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import math
 import re
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-from lr_weights.archs.blocks import Architecture
+from lr_weights.archs.base import Architecture
+from lr_weights.args.scalars import parse_float
 from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -41,17 +42,6 @@ def preset_values(name: str, n: int, offset: float = 0.0) -> List[float]:
     if name == "zeros":
         return [0.0 + offset] * n
     raise KeyError(name)
-
-
-def parse_float(key: str, text: str, *, what: str = "a number") -> float:
-    """float(text) that refuses non-numbers and non-finite values with a message naming the key."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise NetworkArgError(key, text, what) from None
-    if not math.isfinite(value):
-        raise NetworkArgError(key, text, f"{what} (finite; nan and inf are not allowed)")
-    return value
 
 
 def parse_float_list(key: str, text: str) -> List[float]:

@@ -20,8 +20,10 @@ from typing import Dict, List, Optional, Tuple
 from lr_weights.archs.blocks import Architecture
 from lr_weights.errors import NetworkArgError
 from lr_weights.args.lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
-from lr_weights.args.settings import near_miss, parse_int, trainable_block_lr_weights
-from lr_weights.args.weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_stack_lr_weights
+from lr_weights.args.keys import near_miss
+from lr_weights.args.scalars import parse_float, parse_int
+from lr_weights.args.settings import trainable_block_lr_weights
+from lr_weights.args.weights import apply_threshold, fit_length, parse_down_up_spec, resolve_stack_lr_weights
 from lr_weights.cli._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
 
 EXAMPLES = """examples:
