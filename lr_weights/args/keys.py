@@ -1,6 +1,6 @@
 """Which network_args names an entry point reads: the known keys, near misses, other families' keys.
 
-A key is checked before its value: a likely typo is an error, another family's
+A key is checked before its value: an empty name or a likely typo is an error, another family's
 arg is an error naming its entry point, any other unknown key is logged as not used. The values
 are parsed afterwards by settings.py / flux_settings.py.
 """
@@ -68,10 +68,13 @@ def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
 
 def check_unknown_keys(args: Mapping[str, Any], known: AbstractSet[str], module: str, log: logging.Logger) -> None:
     """An unknown key that is a near miss of a known one is a NetworkArgError (a typo must not train
-    with the default); any other is logged on `log` as not used by `module`, and left in place."""
+    with the default); any other is logged on `log` as not used by `module`, and left in place.
+    An empty key (`=1`) is an error: nothing can have been meant by it."""
     for key in list(args):
         if key in known:
             continue
+        if not str(key).strip():
+            raise NetworkArgError("network_args", f"{key}={args[key]}", "KEY=VALUE pairs with a name before the '=' (e.g. down_lr_weight=sine)")
         close = near_miss(key, known)
         if close:
             raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")

@@ -82,3 +82,13 @@ def parse_ratio(key: str, value: Any) -> Optional[float]:
         raise NetworkArgError(key, value, "a positive number")
     return ratio
 
+
+def parse_learning_rate(key: str, value: Any) -> Optional[float]:
+    """A learning rate >= 0, or None when not given (a negative one would train away from the data;
+    torch's optimizers refuse it only when they are built, after the model is loaded)."""
+    if value is None:
+        return None
+    lr = parse_float(key, str(value).strip(), what="a learning rate >= 0")
+    if lr < 0:
+        raise NetworkArgError(key, value, "a learning rate >= 0")
+    return lr

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from lr_weights.archs.base import Architecture
 from lr_weights.args.keys import BLOCK_LIST_KEYS, normalise_kwargs, typed_name
 from lr_weights.args.lbw import lbw_lengths, named_form, parse_lbw
 from lr_weights.args.scalars import parse_alpha, parse_flag, parse_float, parse_int, parse_probability, parse_ratio
 from lr_weights.args.weights import resolve_stack_lr_weights
-from lr_weights.errors import NetworkArgError
+from lr_weights.errors import NetworkArgError, TrainsNothingError
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,17 @@ def lbw_training_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optio
     return None if parsed is None else (parsed.base, parsed.blocks)
 
 
-def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
+def block_weights_of(arch: Architecture, kwargs: Mapping[str, Any], *, require_training: bool = True) -> Tuple[Optional[Dict[str, float]], Optional[Tuple[float, ...]]]:
+    """(text-encoder weights by LBW label, or None without lbw_weights; per-block LR weights, or None
+    without block args) exactly as training uses them. With require_training=False, settings that
+    train nothing are returned instead of refused (TrainsNothingError), so they can be shown."""
+    parsed = lbw_training_weights_full(arch, kwargs, require_training=require_training)
+    if parsed is not None:
+        return dict(parsed.text_encoders), parsed.blocks
+    return None, trainable_block_lr_weights(arch, kwargs, require_training=require_training)
+
+
+def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any], *, require_training: bool = True):
     """As lbw_training_weights, but the whole LBWWeights (text-encoder weights by label), thresholded."""
     text = kwargs.get("lbw_weights")
     if text is None:
@@ -199,8 +209,8 @@ def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
         raise NetworkArgError("lbw_weights", text, "weights >= 0 for training (a negative weight would be a negative learning rate)")
     blocks = tuple(weight if weight > threshold else 0.0 for weight in parsed.blocks)
     trained = arch.trained_blocks()
-    if all(blocks[i] == 0 for i in trained):
-        raise NetworkArgError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
+    if require_training and all(blocks[i] == 0 for i in trained):
+        raise TrainsNothingError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
 
     form, _ = named_form(arch, text)
     named = {target for entry in form for target in arch.lbw.targets(entry)}
@@ -217,7 +227,7 @@ def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
     return replace(parsed, blocks=blocks)
 
 
-def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
+def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any], *, require_training: bool = True) -> Optional[Tuple[float, ...]]:
     """The block LR weights, refusing what upstream would silently train wrong or not at all."""
     if kwargs.get("block_lr_zero_threshold") is not None:
         parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
@@ -234,9 +244,9 @@ def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) ->
                 f"weights >= 0: {arch.block_name(index)} gets {weight:g}, which block_lr_zero_threshold={threshold} "
                 "lets through and which would be a negative learning rate",
             )
-    if all(weights[index] == 0 for index in arch.trained_blocks()):
+    if require_training and all(weights[index] == 0 for index in arch.trained_blocks()):
         given = " ".join(f"{k}={kwargs[k]}" for k in arch.lr_weight_keys if kwargs.get(k) is not None)
-        raise NetworkArgError(
+        raise TrainsNothingError(
             "block_lr_zero_threshold",
             threshold,
             "a threshold below at least one block weight: with these settings every U-Net block has weight 0, "

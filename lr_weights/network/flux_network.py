@@ -29,7 +29,7 @@ from lr_weights.adapters.split import FluxLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan
-from lr_weights.network.param_groups import ParamGroup, _split_group, merge_param_groups
+from lr_weights.network.param_groups import ParamGroup, _split_group, check_learning_rates, merge_param_groups
 from lr_weights.args.settings import TrainingOptions
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class FluxLoRANetwork(LoRANetwork):
         return self.flux_param_groups(lrs + lrs[-1:] * (2 - len(lrs)), unet_lr, default_lr)
 
     def flux_param_groups(self, te_lrs: Sequence[Optional[float]], unet_lr, default_lr) -> List[ParamGroup]:
+        check_learning_rates(None, unet_lr, default_lr, te_lrs)
         self.requires_grad_(True)
         options = self.options
         te_ratio = options.loraplus_text_encoder_ratio

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from lr_weights.args.scalars import parse_learning_rate
 from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,15 @@ class ParamGroup:
 
     def as_optimizer_group(self) -> Dict[str, object]:
         return {"params": list(self.params), "lr": self.lr}
+
+
+def check_learning_rates(text_encoder_lr, unet_lr, default_lr, text_encoder_lrs=None) -> None:
+    """Refuse a negative LR (or a non-number) by its sd-scripts option name, before any group is
+    built; torch's optimizers would refuse it only later, with no option named."""
+    for key, value in (("text_encoder_lr", text_encoder_lr), ("unet_lr", unet_lr), ("learning_rate", default_lr)):
+        parse_learning_rate(key, value)
+    for lr in text_encoder_lrs or ():
+        parse_learning_rate("text_encoder_lr", lr)
 
 
 def _split_group(description: str, modules: Sequence[nn.Module], lr: Optional[float], plus_ratio: Optional[float]) -> List[ParamGroup]:
@@ -67,6 +77,7 @@ def build_param_groups(
     `text_encoder_lr_weight` (LBW's BASE) scales the text-encoder LR. `text_encoder_lrs` (see
     per_encoder_lrs) gives encoder i, the modules named `lora_te{i}_`, its own group `textencoder {i}`.
     """
+    check_learning_rates(text_encoder_lr, unet_lr, default_lr, text_encoder_lrs)
     groups: List[ParamGroup] = []
     if text_encoder_modules:
 
