@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def negative_values_joined(parser: argparse.ArgumentParser, argv: List[str]) -> List[str]:
     """`--unet-lr -1e-4` -> `--unet-lr=-1e-4`, for options of the subcommand that take one value,
-    so a negative number or LBW vector is read as the value it is, not as an unknown option."""
+    so a negative number or LBW vector is read as the value it is, not as an unknown option.
+    (argparse has no public way to list a subparser's options; its `_actions` have been stable
+    since Python 3.2.)"""
     if not argv or argv[0] not in SUBCOMMANDS:
         return list(argv)
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

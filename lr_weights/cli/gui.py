@@ -45,9 +45,11 @@ def register(subparsers) -> None:
 def validate(converted, source: str) -> list:
     """Run the module's parser on the converted args; returns its warnings, raises on errors."""
     args = dict(converted.network_args)
-    if converted.network_module == "lr_weights.lycoris":  # lycoris-lora checks its own args at training
+    if converted.network_module == "lr_weights.lycoris":  # the LyCORIS args' values as lr_weights.lycoris checks them
+        from lr_weights.args.lycoris_args import check_lycoris_values
         from lr_weights.cli.gui_lycoris import block_args_only
 
+        check_lycoris_values(args)
         args = block_args_only(args)
     with captured_logs() as warnings:
         settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)

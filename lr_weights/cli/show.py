@@ -145,7 +145,7 @@ def module_verdict(arch: Architecture, args: Dict[str, str]) -> Optional[TrainsN
     """The module's own parser on these args: None when it would train, its error when the setting
     trains nothing; any other bad input raises, as it would in create_network."""
     try:
-        with captured_logs():  # its warnings are the ones expand already collected
+        with captured_logs():  # its warnings are the ones expand collects next (printed once)
             if arch.name == "flux":
                 from lr_weights.args.flux_settings import parse_flux_settings
 
