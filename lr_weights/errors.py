@@ -16,3 +16,10 @@ class NetworkArgError(ValueError):
         self.expected = expected
         ending = "" if expected.endswith((".", "?", "!")) else "."
         super().__init__(f"{key}={value!r} is not valid: expected {expected}{ending}")
+
+
+class TrainsNothingError(NetworkArgError):
+    """Settings that are each valid but together train nothing (every block pruned, say).
+
+    The CLI ends these with exit code 1 ("this setting trains nothing"), other bad input with 2.
+    """

@@ -32,7 +32,10 @@ from lr_weights.lora import get_block_lr_weight
 from lr_weights.adapters.lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, lycoris_logs_forwarded, module_from_state_dict, module_names, record_modules
 from lr_weights.network.lycoris_network import LycorisBlockNetwork
 from lr_weights.network.lora_network import ModulePlan
-from lr_weights.args.settings import BLOCK_LIST_KEYS, KNOWN_KEYS, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability
+from lr_weights.args.lycoris_args import check_lycoris_values
+from lr_weights.args.keys import BLOCK_LIST_KEYS, KNOWN_KEYS, near_miss, normalise_kwargs
+from lr_weights.args.scalars import parse_int, parse_probability
+from lr_weights.args.settings import parse_network_settings
 from lr_weights.network.targets import Target, as_text_encoder_list
 
 logger = logging.getLogger(__name__)
@@ -141,6 +144,7 @@ def create_network(
     kwargs = dict(kwargs)
     warn_on_unmatched = kwargs.pop("warn_on_unmatched", True)
     ours, theirs = split_args(kwargs)
+    check_lycoris_values(theirs)
     algo = check_algo(theirs.get("algo"))
     check_preset(theirs.get("preset"))
     ours = normalise_kwargs(ours)  # GUI aliases (conv_dims -> conv_block_dims) and typo checks

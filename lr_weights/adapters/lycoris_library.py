@@ -23,7 +23,7 @@ from lr_weights.errors import NetworkArgError
 # Tested: 4.0.0 (all but algo=full, whose FullModule cannot be restored there), 4.1.0, 4.1.3.
 # 3.x builds the same LoKr/LoHa/LoCon tensors but differs elsewhere (no ia3 in kohya, older groups).
 MINIMUM_MAJOR = 4
-INSTALL_HINT = 'lr_weights.lycoris needs the lycoris-lora library: pip install "lr-weights[lycoris]" (or: pip install lycoris-lora)'
+INSTALL_HINT = "lr_weights.lycoris needs the lycoris-lora library: pip install lycoris-lora"
 
 # Attributes that lycoris.kohya's `apply_preset` writes onto the LycorisNetworkKohya class. They
 # are saved before and restored after every recording, so one network's preset never reaches the

@@ -36,6 +36,9 @@ class Stack:
     start: int  # flat index of its first block
     size: int
     presets: bool = True  # whether sine/cosine/linear/reverse_linear/zeros[+b] and one number are accepted
+    # Upstream's rule for SD's down/mid/up lists: a short list is padded with 1.0 and a long one cut,
+    # each with a warning. An arg upstream does not have takes exactly `size` values (else an error).
+    pads_or_cuts: bool = False
     dims_key: Optional[str] = None  # per-stack dims arg (FLUX: double_block_dims), if any
     alphas_key: Optional[str] = None
 

@@ -74,9 +74,9 @@ SD = Architecture(
     title="SD1.x/SD2.x",
     block_names=NAMES,
     stacks=(
-        Stack("down", "down_lr_weight", 0, 12),
-        Stack("mid", "mid_lr_weight", 12, 1, presets=False),
-        Stack("up", "up_lr_weight", 13, 12),
+        Stack("down", "down_lr_weight", 0, 12, pads_or_cuts=True),
+        Stack("mid", "mid_lr_weight", 12, 1, presets=False, pads_or_cuts=True),
+        Stack("up", "up_lr_weight", 13, 12, pads_or_cuts=True),
     ),
     moduleless=(0,),  # IN00 is conv_in
     lbw=LBWVocabulary(

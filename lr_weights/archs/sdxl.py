@@ -46,9 +46,9 @@ SDXL = Architecture(
     title="SDXL",
     block_names=NAMES,
     stacks=(
-        Stack("down", "down_lr_weight", 1, 9),
-        Stack("mid", "mid_lr_weight", 10, 3, presets=False),
-        Stack("up", "up_lr_weight", 13, 9),
+        Stack("down", "down_lr_weight", 1, 9, pads_or_cuts=True),
+        Stack("mid", "mid_lr_weight", 10, 3, presets=False, pads_or_cuts=True),
+        Stack("up", "up_lr_weight", 13, 9, pads_or_cuts=True),
     ),
     # EMB (time/label embedding) and FINAL (out) are in sd-scripts' list but never hold a module;
     # input_blocks_0 (IN00) is conv_in.

@@ -18,8 +18,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from lr_weights.archs.base import Architecture
 from lr_weights.errors import NetworkArgError
-from lr_weights.args.settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, check_unknown_keys, parse_alpha, parse_flag, parse_int, parse_training_options, refuse_foreign_keys
-from lr_weights.args.weights import parse_float
+from lr_weights.args.keys import check_unknown_keys, refuse_foreign_keys
+from lr_weights.args.scalars import parse_alpha, parse_float, parse_int, parse_upstream_flag
+from lr_weights.args.settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, parse_training_options
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +101,6 @@ class DiTSettings:
 
     def text_encoder_weight(self, label: str) -> float:
         return dict(self.options.text_encoder_lr_weights).get(label, self.options.text_encoder_lr_weight)
-
-
-def parse_upstream_flag(key: str, value: Any) -> bool:
-    """Upstream turns a flag on only for the exact string "True" (so "true" and "1" silently meant
-    off); we take True/true/1/yes/on as on and refuse anything that is not a clear yes or no."""
-    return parse_flag(key, value, valid="True or False")
 
 
 def parse_block_selection(key: str, value: Any, total: int) -> Tuple[bool, ...]:

@@ -144,13 +144,22 @@ def parse_lbw(arch: Architecture, text: str, key: str = "lbw_weights") -> LBWWei
     return LBWWeights(arch, text_encoders[0][1], blocks, text_encoders)
 
 
-def format_number(value: float) -> str:
-    """Shortest exact text of a float: 1 -> "1", 0.5 -> "0.5", 1/3 -> "0.3333333333333333"."""
+# An LBW vector is for reading and pasting: at double precision's 15 significant digits the noise of
+# float arithmetic (0.49999999999999994) does not show; network_args keep every bit (exact repr).
+LBW_DIGITS = 15
+
+
+def format_number(value: float, significant: Optional[int] = None) -> str:
+    """Shortest text of a float: exact by default (1 -> "1", 0.5 -> "0.5", 1/3 ->
+    "0.3333333333333333"); with `significant`, rounded to that many digits and stripped
+    (0.49999999999999994 at 15 -> "0.5")."""
     value = float(value)
     if value == 0:
         return "0"
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
+    if significant is not None:
+        return format_number(float(format(value, f".{significant}g")))
     return repr(value)
 
 
@@ -178,6 +187,7 @@ def lbw_vector(
     values: Dict[str, float] = {label: float(base) for label in arch.lbw.text_encoder_labels}
     values.update({label: float(w) for label, w in (text_encoders or {}).items()})
     values.update({name: float(w) for name, w in zip(arch.block_names, blocks)})
+    _refuse_lost_weights(arch, form, values, lengths)
     out = []
     for entry in form:
         covered = [t for t in arch.lbw.targets(entry) if t in values]
@@ -188,8 +198,21 @@ def lbw_vector(
                 raise ValueError(f"LBW has one M00 weight for SDXL's three middle blocks, but they differ ({mids})")
             parts = ", ".join(f"{t}={format_number(values[t])}" for t in covered)
             raise ValueError(f"LBW's {length}-value {arch.name.upper()} form has one {entry} weight for {', '.join(covered)}, but they differ ({parts})")
-        out.append(format_number(values[covered[0]]) if covered else "0")
+        out.append(format_number(values[covered[0]], LBW_DIGITS) if covered else "0")
     return ",".join(out)
+
+
+def _refuse_lost_weights(arch: Architecture, form: Tuple[str, ...], values: Mapping[str, float], lengths: Tuple[int, ...]) -> None:
+    """A short form has no entry for some blocks, and LBW gives those 0. Weights of 0 or 1 (nothing
+    set) there are no loss; any other weight would be dropped silently, so it is an error."""
+    named = {target for entry in form for target in arch.lbw.targets(entry)}
+    lost = [f"{name}={format_number(values[name])}" for name in arch.block_names if name in _universe(arch) and name not in named and values[name] not in (0.0, 1.0)]
+    if lost:
+        raise NetworkArgError(
+            "lbw length", len(form),
+            f"a form that holds every weight: the {len(form)}-value {arch.name.upper()} form has no entry for {', '.join(lost)} "
+            f"(LBW gives them 0); use {lengths[-1]}, which names every block",
+        )
 
 
 def block_weights_to_network_args(arch: Architecture, blocks: Sequence[float]) -> Dict[str, str]:

@@ -1,44 +1,30 @@
-"""What the user asked for: network_args strings -> one frozen, validated settings object.
+"""What the user asked for: network_args strings -> one frozen, validated settings object (SD/SDXL).
 
-All parsing and validation of `--network_args` lives here, so that every entry point (LoRA,
-DyLoRA, the CLI) accepts and refuses exactly the same inputs. Hosts pass every value as a string
-(except `dropout`, which newer hosts inject as a float or None); direct callers may pass numbers.
+Every entry point (LoRA, DyLoRA, LyCORIS, the CLI) reaches its verdicts through this one path, so
+they accept and refuse exactly the same inputs: keys.py checks the names, then the values are
+parsed here with the scalar parsers (scalars.py), the block-weight specs (weights.py) and LBW
+vectors (lbw.py), none of which imports anything above it. dit_settings.py is the DiT kind's counterpart (FLUX and the families after it).
+Hosts pass every value as a string (except `dropout`, which newer hosts inject as a float or
+None); direct callers may pass numbers.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-from dataclasses import dataclass
-from typing import AbstractSet, Any, Dict, Iterable, Mapping, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-from lr_weights.archs import SD, keys_of_other_architectures
-from lr_weights.archs.blocks import Architecture
-from lr_weights.errors import NetworkArgError
-from lr_weights.args.weights import parse_float, resolve_stack_lr_weights
+from lr_weights.archs.base import Architecture
+from lr_weights.args.keys import BLOCK_LIST_KEYS, normalise_kwargs, typed_name
+from lr_weights.args.lbw import lbw_lengths, named_form, parse_lbw
+from lr_weights.args.scalars import parse_alpha, parse_flag, parse_float, parse_int, parse_probability, parse_ratio
+from lr_weights.args.weights import resolve_stack_lr_weights
+from lr_weights.errors import NetworkArgError, TrainsNothingError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DIM = 4
 DEFAULT_ALPHA = 1.0
-
-LR_WEIGHT_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold")
-BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
-# Kohya GUI v21.7.x wrote these names; sd-scripts never read them (CONTRACT §7.5).
-GUI_ALIASES = {"conv_dims": "conv_block_dims", "conv_alphas": "conv_block_alphas"}
-# Opt-in performance switches (docs/perf.md): LoRA-FA, and one optimizer group per distinct LR.
-PERF_KEYS = ("fa", "merge_lr_groups")
-# Read only by lr_weights.dylora; lr_weights.lora says so when it gets one.
-DYLORA_KEYS = ("unit",)
-KNOWN_KEYS = frozenset(
-    ("conv_dim", "conv_alpha", "dropout", "rank_dropout", "module_dropout")
-    + DYLORA_KEYS
-    + LR_WEIGHT_KEYS
-    + ("lbw_weights",)
-    + BLOCK_LIST_KEYS
-    + ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
-    + PERF_KEYS
-)
 
 
 @dataclass(frozen=True)
@@ -107,56 +93,6 @@ class NetworkSettings:
         return DimAlpha(self.block_dims[block], self.block_alphas[block])
 
 
-def parse_int(key: str, value: Any, *, minimum: int = 0) -> int:
-    text = str(value).strip()
-    try:
-        number = int(text)
-    except ValueError:
-        raise NetworkArgError(key, value, f"a whole number >= {minimum}") from None
-    if number < minimum:
-        raise NetworkArgError(key, value, f"a whole number >= {minimum}")
-    return number
-
-
-def parse_alpha(key: str, value: Any) -> float:
-    alpha = parse_float(key, str(value).strip(), what="a number >= 0 (0 means alpha = dim)")
-    if alpha < 0:
-        raise NetworkArgError(key, value, "a number >= 0 (0 means alpha = dim)")
-    return alpha
-
-
-def parse_probability(key: str, value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() in ("", "none"):
-        return None
-    p = parse_float(key, str(value).strip(), what="a probability 0 <= p < 1")
-    if not 0.0 <= p < 1.0:
-        raise NetworkArgError(key, value, "a probability 0 <= p < 1")
-    return p
-
-
-def parse_flag(key: str, value: Any, valid: str = "1 or 0 (also true/false, yes/no, on/off)") -> bool:
-    """On for 1/true/yes/on, off for 0/false/no/off/empty/none (any case); `valid` is how the error spells it."""
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", "", "none"):
-        return False
-    raise NetworkArgError(key, value, valid)
-
-
-def parse_ratio(key: str, value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    ratio = parse_float(key, str(value).strip(), what="a positive number")
-    if ratio <= 0:
-        raise NetworkArgError(key, value, "a positive number")
-    return ratio
-
-
 def parse_block_list(key: str, value: Any, arch: Architecture, item) -> Tuple:
     entries = [e.strip() for e in str(value).split(",")]
     if len(entries) != arch.num_blocks:
@@ -204,67 +140,6 @@ def _block_int(key: str, text: str) -> int:
     return parse_int(key, text)
 
 
-def refuse_foreign_keys(kwargs: Mapping[str, Any], arch: Architecture, known: frozenset) -> None:
-    """An arg another family's entry point reads (double_lr_weight given to lr_weights.lora,
-    down_lr_weight given to lr_weights.flux) is an error naming the arg, never silently ignored."""
-    foreign = keys_of_other_architectures(arch)
-    for key, value in kwargs.items():
-        if key in foreign and key not in known:
-            owner = foreign[key]
-            raise NetworkArgError(
-                key, value,
-                f"an arg of {owner.entry_point} ({owner.title}); {arch.entry_point} ({arch.title}) does not read it. "
-                f"Train {owner.title} with --network_module {owner.entry_point}, or leave {key} out",
-            )
-
-
-def normalise_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
-    """Accept GUI-era aliases, refuse likely typos, warn about keys we do not use."""
-    refuse_foreign_keys(kwargs, SD, KNOWN_KEYS)
-    args = dict(kwargs)
-    for alias, key in GUI_ALIASES.items():
-        if alias in args:
-            value = args.pop(alias)
-            if key in args:
-                logger.warning("%s is an old Kohya GUI name for %s; both were given, %s is used.", alias, key, key)
-                continue
-            logger.warning("%s is an old Kohya GUI name for %s (sd-scripts ignored it); using it as %s.", alias, key, key)
-            args[key] = value
-    check_unknown_keys(args, KNOWN_KEYS, "lr_weights", logger)
-    return args
-
-
-def check_unknown_keys(args: Mapping[str, Any], known: AbstractSet[str], module: str, log: logging.Logger) -> None:
-    """An unknown key that is a near miss of a known one is a NetworkArgError (a typo must not train
-    with the default); any other is logged on `log` as not used by `module`, and left in place."""
-    for key in list(args):
-        if key in known:
-            continue
-        close = near_miss(key, known)
-        if close:
-            raise NetworkArgError(key, args[key], f"a known network arg (names are case-sensitive): did you mean {close}?")
-        log.warning("network arg %s=%r is not used by %s and is ignored.", key, args[key], module)
-
-
-def near_miss(key: str, known: Iterable[str]) -> Optional[str]:
-    """The known name `key` was most likely meant to be (another case, a typo), or None."""
-    by_lower = {name.lower(): name for name in known}
-    folded = key.strip().lower().replace("-", "_")
-    if folded in by_lower:
-        return by_lower[folded]
-    close = difflib.get_close_matches(folded, sorted(by_lower), n=1, cutoff=0.85)
-    return by_lower[close[0]] if close else None
-
-
-def typed_name(key: str, kwargs: Mapping[str, Any]) -> str:
-    """The name the user gave for `key`: its GUI-era alias when only that was given."""
-    if key not in kwargs:
-        for alias, canonical in GUI_ALIASES.items():
-            if canonical == key and alias in kwargs:
-                return alias
-    return key
-
-
 def parse_training_options(
     arch: Architecture, kwargs: Mapping[str, Any], neuron_dropout: Any = None
 ) -> TrainingOptions:
@@ -306,15 +181,21 @@ def lbw_training_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optio
     return None if parsed is None else (parsed.base, parsed.blocks)
 
 
-def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
+def block_weights_of(arch: Architecture, kwargs: Mapping[str, Any], *, require_training: bool = True) -> Tuple[Optional[Dict[str, float]], Optional[Tuple[float, ...]]]:
+    """(text-encoder weights by LBW label, or None without lbw_weights; per-block LR weights, or None
+    without block args) exactly as training uses them. With require_training=False, settings that
+    train nothing are returned instead of refused (TrainsNothingError), so they can be shown."""
+    parsed = lbw_training_weights_full(arch, kwargs, require_training=require_training)
+    if parsed is not None:
+        return dict(parsed.text_encoders), parsed.blocks
+    return None, trainable_block_lr_weights(arch, kwargs, require_training=require_training)
+
+
+def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any], *, require_training: bool = True):
     """As lbw_training_weights, but the whole LBWWeights (text-encoder weights by label), thresholded."""
     text = kwargs.get("lbw_weights")
     if text is None:
         return None
-    from dataclasses import replace
-
-    from lr_weights.args.lbw import lbw_lengths, named_form, parse_lbw  # lbw imports nothing from here; kept local for clarity of layering
-
     mixed = [key for key in arch.lr_weight_keys if kwargs.get(key) is not None]
     if mixed:
         raise NetworkArgError(
@@ -328,8 +209,8 @@ def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
         raise NetworkArgError("lbw_weights", text, "weights >= 0 for training (a negative weight would be a negative learning rate)")
     blocks = tuple(weight if weight > threshold else 0.0 for weight in parsed.blocks)
     trained = arch.trained_blocks()
-    if all(blocks[i] == 0 for i in trained):
-        raise NetworkArgError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
+    if require_training and all(blocks[i] == 0 for i in trained):
+        raise TrainsNothingError("lbw_weights", text, "at least one U-Net block with a weight above block_lr_zero_threshold; with this vector nothing in the U-Net would train")
 
     form, _ = named_form(arch, text)
     named = {target for entry in form for target in arch.lbw.targets(entry)}
@@ -346,7 +227,7 @@ def lbw_training_weights_full(arch: Architecture, kwargs: Mapping[str, Any]):
     return replace(parsed, blocks=blocks)
 
 
-def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) -> Optional[Tuple[float, ...]]:
+def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any], *, require_training: bool = True) -> Optional[Tuple[float, ...]]:
     """The block LR weights, refusing what upstream would silently train wrong or not at all."""
     if kwargs.get("block_lr_zero_threshold") is not None:
         parse_float("block_lr_zero_threshold", str(kwargs["block_lr_zero_threshold"]).strip())
@@ -363,9 +244,9 @@ def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any]) ->
                 f"weights >= 0: {arch.block_name(index)} gets {weight:g}, which block_lr_zero_threshold={threshold} "
                 "lets through and which would be a negative learning rate",
             )
-    if all(weights[index] == 0 for index in arch.trained_blocks()):
+    if require_training and all(weights[index] == 0 for index in arch.trained_blocks()):
         given = " ".join(f"{k}={kwargs[k]}" for k in arch.lr_weight_keys if kwargs.get(k) is not None)
-        raise NetworkArgError(
+        raise TrainsNothingError(
             "block_lr_zero_threshold",
             threshold,
             "a threshold below at least one block weight: with these settings every U-Net block has weight 0, "

@@ -2,8 +2,9 @@
 
 Pure functions. The rules are sd-scripts' (`get_block_lr_weight`), measured on the real code:
 presets `name[+b]` for the down/up lists, comma lists where an empty entry means 0, short lists
-padded with 1.0 and long ones truncated (each with a warning), an absent list meaning all 1.0, and
-the zero threshold compared with the weight alone. Where upstream crashes or guesses, we raise a
+padded with 1.0 and long ones truncated (each with a warning; only for SD's down/mid/up, where
+upstream does it: any other stack's list must have one value per block), an absent list meaning
+all 1.0, and the zero threshold compared with the weight alone. Where upstream crashes or guesses, we raise a
 ValueError that names the key and the value (CONTRACT §7.1-§7.4, §7.12).
 """
 
@@ -14,7 +15,8 @@ import math
 import re
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-from lr_weights.archs.blocks import Architecture
+from lr_weights.archs.base import Architecture, Stack
+from lr_weights.args.scalars import parse_float
 from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -41,17 +43,6 @@ def preset_values(name: str, n: int, offset: float = 0.0) -> List[float]:
     if name == "zeros":
         return [0.0 + offset] * n
     raise KeyError(name)
-
-
-def parse_float(key: str, text: str, *, what: str = "a number") -> float:
-    """float(text) that refuses non-numbers and non-finite values with a message naming the key."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise NetworkArgError(key, text, what) from None
-    if not math.isfinite(value):
-        raise NetworkArgError(key, text, f"{what} (finite; nan and inf are not allowed)")
-    return value
 
 
 def parse_float_list(key: str, text: str) -> List[float]:
@@ -123,8 +114,9 @@ def apply_threshold(values: Sequence[float], threshold: float) -> List[float]:
     return [w if w > threshold else 0.0 for w in values]
 
 
-def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: int, *, presets: bool) -> Optional[List[float]]:
-    """One of down/mid/up as n numbers (padded/truncated), before the threshold; None if not given.
+def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: int, *, presets: bool, fit: bool = True) -> Optional[List[float]]:
+    """One of down/mid/up as n numbers (padded/truncated; with fit=False as given), before the
+    threshold; None if not given.
 
     `value` is the network_args string, or already-parsed numbers (as the public
     get_block_lr_weight receives them from other tools).
@@ -142,7 +134,7 @@ def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: in
         # A number means what its text means: for down/up, one weight for every block.
         text = str(value)
         values = parse_down_up_spec(key, text, n) if presets else parse_float_list(key, text)
-    return fit_length(key, values, n)
+    return fit_length(key, values, n) if fit else values
 
 
 def resolve_block_lr_weights(
@@ -173,8 +165,21 @@ def resolve_stack_lr_weights(
 
     flat = [1.0] * arch.num_blocks
     for stack in arch.stacks:
-        values = expand_part(stack.lr_weight_key, given.get(stack.lr_weight_key), stack.size, presets=stack.presets)
+        values = stack_values(arch, stack, given.get(stack.lr_weight_key))
         # A list that is not given stays all 1.0 and is never thresholded (as upstream).
         if values is not None:
             flat[stack.start : stack.stop] = apply_threshold(values, threshold_value)
     return tuple(flat)
+
+
+def stack_values(arch: Architecture, stack: Stack, value: Union[None, str, float, Sequence[float]]) -> Optional[List[float]]:
+    """One stack's LR-weight arg as `stack.size` numbers: padded or cut with a warning where upstream
+    does it (SD's down/mid/up), else a list of another length is an error naming the count."""
+    values = expand_part(stack.lr_weight_key, value, stack.size, presets=stack.presets, fit=stack.pads_or_cuts)
+    if values is not None and len(values) != stack.size:
+        first, last = arch.block_name(stack.start), arch.block_name(stack.stop - 1)
+        raise NetworkArgError(
+            stack.lr_weight_key, value,
+            f"exactly {stack.size} comma-separated values for {arch.name.upper()} (one per block {first}..{last}), got {len(values)}",
+        )
+    return values

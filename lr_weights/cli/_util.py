@@ -51,13 +51,15 @@ def parse_pairs(pairs: Sequence[str], option: str) -> Dict[str, str]:
 
 
 def optional_import(module: str, extra: str, purpose: str) -> Any:
-    """Import an optional dependency, or fail with one line saying how to install it."""
+    """Import an optional dependency, or fail with one line saying how to install it: the package
+    itself (lr_weights is installed from a path, so `lr-weights[extra]` is on no index)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ValueError(f"{purpose} needs {module.split('.')[0]}: pip install 'lr-weights[{extra}]'") from None
+        package = module.split(".")[0]
+        raise ValueError(f"{purpose} needs {package}: pip install {package} (from an lr_weights checkout also: pip install \".[{extra}]\")") from None
 
 
 def read_toml(path: str) -> Dict[str, Any]:

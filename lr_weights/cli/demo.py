@@ -22,6 +22,8 @@ does not go down: the demo shows the mechanics (blocks, groups, LRs, the file), 
 """
 
 DEFAULT_OUTPUT = "lr_weights_demo.safetensors"  # in this repository's .gitignore
+# Metadata marking a file the demo wrote: running the demo again may replace that file, no other.
+DEMO_MARK = "lr_weights_demo"
 DEFAULT_ARGS = ("down_lr_weight=sine+.25", "mid_lr_weight=1", "up_lr_weight=cosine+.25")
 
 
@@ -36,6 +38,7 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"where to write the LoRA file (default {DEFAULT_OUTPUT} in the current folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (the demo's own earlier file is replaced without it)")
     parser.set_defaults(run=run)
 
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps={args.steps} is not valid: expected a whole number >= 1")
     output = os.path.abspath(check_output_path(args.output, "--output"))
+    if os.path.exists(output) and not args.overwrite and not _written_by_the_demo(output):
+        raise FileExistsError(f"{args.output} exists and is not a file the demo wrote; pass --overwrite to replace it")
     kwargs = parse_pairs(args.network_args, "--network_args")
     text_encoder, unet = build_tiny_sd(seed=args.seed)
     text_encoder.requires_grad_(False)
@@ -86,9 +91,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"step {step:>3}/{args.steps}  loss {loss.item():.5f}")
     elapsed = time.perf_counter() - started
 
-    network.save_weights(output, torch.float16, {"ss_network_module": "lr_weights.lora", "ss_network_args": str(kwargs)})
+    network.save_weights(output, torch.float16, {"ss_network_module": "lr_weights.lora", "ss_network_args": str(kwargs), DEMO_MARK: "1"})
     saved = load_lora_file(output)
-    print(f"trained {args.steps} steps in {elapsed:.1f}s (random data: the loss is noise)")
+    print(f"trained {args.steps} step{'' if args.steps == 1 else 's'} in {elapsed:.1f}s (random data: the loss is noise)")
     print(f"wrote {output} ({len(saved)} tensors, fp16)")
     print(f"next: lr-weights inspect {output}")
     return 0
+
+
+def _written_by_the_demo(path: str) -> bool:
+    from lr_weights.files.io import read_metadata
+
+    try:
+        return read_metadata(path).get(DEMO_MARK) == "1"
+    except Exception:  # not a safetensors file at all: not the demo's
+        return False

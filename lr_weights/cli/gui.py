@@ -1,8 +1,12 @@
 """`lr-weights gui`: run a Kohya GUI LoRA config (v21.7.x ... v26) with lr_weights.
 
-Reads the JSON the GUI saves, builds network_args the way the GUI does for its LoRA type (Standard,
-Kohya LoCon, Kohya DyLoRA), switches the module to lr_weights.lora / lr_weights.dylora, and checks
-every block field with the module's own parser before anything runs. Writes an sd-scripts TOML for
+Reads the JSON the GUI saves, builds network_args the way the GUI does for its LoRA type, switches
+the module to lr_weights' own (Standard, Kohya LoCon -> lr_weights.lora; Kohya DyLoRA ->
+lr_weights.dylora; the LyCORIS types LoCon, LoHa, LoKr, iA3, DyLoRA, GLoRA, Diag-OFT, BOFT and
+Native Fine-Tuning -> lr_weights.lycoris, with the GUI's block fields honoured), and checks every
+block field with the module's own parser before anything runs: what training would refuse is an
+error, what it would warn about (a down/mid/up list of another length, padded or cut as
+sd-scripts does) is the same warning here. Writes an sd-scripts TOML for
 --config_file and prints the `accelerate launch` line; or, with --print-args, prints what to paste
 into the GUI's "Additional parameters" box instead.
 """
@@ -16,7 +20,7 @@ import sys
 from typing import Any, Iterable, Mapping
 
 from lr_weights.errors import NetworkArgError
-from lr_weights.cli.gui_config import additional_parameters_line, check_list_lengths, gui_to_sd_scripts, launch_command
+from lr_weights.cli.gui_config import additional_parameters_line, gui_to_sd_scripts, launch_command
 from lr_weights.args.settings import parse_network_settings
 from lr_weights.cli._util import add_subcommand, captured_logs, optional_import, print_warnings, read_json
 
@@ -41,18 +45,18 @@ def register(subparsers) -> None:
 def validate(converted, source: str) -> list:
     """Run the module's parser on the converted args; returns its warnings, raises on errors."""
     args = dict(converted.network_args)
-    if converted.network_module == "lr_weights.lycoris":  # lycoris-lora checks its own args at training
+    if converted.network_module == "lr_weights.lycoris":  # the LyCORIS args' values as lr_weights.lycoris checks them
+        from lr_weights.args.lycoris_args import check_lycoris_values
         from lr_weights.cli.gui_lycoris import block_args_only
 
+        check_lycoris_values(args)
         args = block_args_only(args)
-    check_list_lengths(converted.arch, args)
     with captured_logs() as warnings:
         settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
         if converted.network_module.endswith("dylora"):
-            from lr_weights.args import settings as settings_module
+            from lr_weights.args.settings import check_dylora_dims, parse_unit
 
-            if hasattr(settings_module, "parse_unit"):
-                settings_module.check_dylora_dims(settings, settings_module.parse_unit(args))
+            check_dylora_dims(settings, parse_unit(args))
     return [f"{source}: {w}" for w in warnings]
 
 

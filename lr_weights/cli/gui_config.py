@@ -336,10 +336,36 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
         additional = shlex.split(str(config.get("additional_parameters", "") or ""))
     except ValueError as error:
         raise ValueError(f"{source}: additional_parameters cannot be split into arguments ({error})") from None
-    overriding = [a for a in additional if a.split("=", 1)[0] in ("--network_module", "--network_args", "--network_dim", "--network_alpha")]
+    overriding = overridden_settings(additional, table)
     if overriding:
-        notes.append(f"additional_parameters sets {', '.join(sorted({a.split('=', 1)[0] for a in overriding}))}, which overrides the converted setting")
+        notes.append(f"additional_parameters sets {', '.join(overriding)}, which overrides the converted setting")
     return SdScriptsConfig(lora_type, arch, script, table, pairs, accelerate, additional, notes)
+
+
+_NETWORK_OPTIONS = ("--network_module", "--network_dim", "--network_alpha", "--network_args")
+
+
+def overridden_settings(additional: List[str], table: Mapping[str, Any]) -> List[str]:
+    """The network options in additional_parameters whose value differs from the converted one,
+    each as `--option=value` (sd-scripts takes the later one, so they win)."""
+    found: Dict[str, List[str]] = {}
+    current = None
+    for token in additional:
+        name, equals, value = token.partition("=")
+        if name in _NETWORK_OPTIONS:
+            current = name
+            found[name] = [value] if equals else []
+        elif token.startswith("--"):
+            current = None
+        elif current is not None:
+            found[current].append(token)
+    differing = []
+    for name, values in found.items():
+        converted = table.get(name[2:])
+        given = " ".join(values)
+        if name == "--network_args" or converted is None or given != str(converted):
+            differing.append(f"{name}={given}" if given else name)
+    return differing
 
 
 def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: str) -> None:
@@ -374,22 +400,3 @@ def additional_parameters_line(converted: SdScriptsConfig) -> str:
         line += " --network_args " + " ".join(f'"{k}={v}"' for k, v in converted.network_args)
     return line
 
-
-def check_list_lengths(arch: Architecture, args: Mapping[str, str]) -> None:
-    """Refuse down/mid/up lists whose length does not fit the architecture.
-
-    The module pads or truncates them with a warning (as upstream); a GUI config is checked before
-    any GPU time is spent, where a list of the wrong length is almost always the wrong model.
-    """
-    expected = {"down_lr_weight": arch.num_down, "mid_lr_weight": arch.num_mid, "up_lr_weight": arch.num_down}
-    for key, n in expected.items():
-        value = args.get(key)
-        if value is None or "," not in value:  # a single number applies to every block
-            continue
-        count = len(value.split(","))
-        if count != n:
-            other = SD if arch.is_sdxl else SDXL
-            other_n = {"mid_lr_weight": other.num_mid}.get(key, other.num_down)
-            hint = f" ({count} is the {other.name.upper()} length)" if count == other_n else ""
-            first = arch.block_names[arch.down_start if key != "mid_lr_weight" else arch.mid_start]
-            raise NetworkArgError(key, value, f"{n} comma-separated values for {arch.name.upper()} (from {first}), got {count}{hint}")

@@ -66,7 +66,7 @@ def block_args_only(args: Mapping[str, str]) -> dict:
     """The args lr_weights' own parser reads (block args, dropouts, conv dims), without the
     LyCORIS-only ones, so a converted config can be checked without lycoris-lora installed."""
     from lr_weights.adapters.lycoris_library import KNOWN_LYCORIS_ARGS
-    from lr_weights.args.settings import KNOWN_KEYS
+    from lr_weights.args.keys import KNOWN_KEYS
 
     lycoris_only = (set(KNOWN_LYCORIS_ARGS) | {"rank_dropout_scale", "train_on_input"}) - set(KNOWN_KEYS)
     return {k: v for k, v in args.items() if k not in lycoris_only}

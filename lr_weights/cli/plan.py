@@ -1,10 +1,13 @@
 """`lr-weights plan`: the whole network a setting builds, before any GPU time is spent.
 
-The network is built by the module itself (lr_weights.lora or lr_weights.dylora) over sd-scripts'
-SD1/SD2/SDXL module trees rebuilt on the meta device: no weights, no download. A checkpoint given
-with --model is only read for its key names, to pick the architecture. Network args come from the
-command line (as sd-scripts takes them), an sd-scripts --config_file TOML or a Kohya GUI JSON;
-later sources override earlier ones (GUI JSON, then TOML, then options).
+The network is built by the module itself (lr_weights.lora, lr_weights.dylora, lr_weights.lycoris
+or lr_weights.flux) over sd-scripts' SD1/SD2/SDXL/FLUX module trees rebuilt on the meta device: no
+weights, no download. A checkpoint given with --model is only read for its key names, to pick the
+architecture. Network args come from the command line (as sd-scripts takes them), an sd-scripts
+--config_file TOML or a Kohya GUI JSON; later sources override earlier ones (GUI JSON, then TOML,
+then options). The architecture is what training would use: --arch, else --model, else the TOML's
+pretrained model (when the file is here) or the training script its comments name
+(sdxl_train_network.py ...), else the GUI config's SDXL switch; sd1 when nothing says.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,7 +64,10 @@ def register(subparsers) -> None:
     parser.add_argument("--network-args", "--network_args", dest="network_args", nargs="*", default=None, metavar="KEY=VALUE")
     parser.add_argument("--network-dropout", "--network_dropout", dest="network_dropout", default=None)
     parser.add_argument("--unet-lr", "--unet_lr", dest="unet_lr", type=float)
-    parser.add_argument("--text-encoder-lr", "--text_encoder_lr", dest="text_encoder_lr", type=float)
+    parser.add_argument(
+        "--text-encoder-lr", "--text_encoder_lr", dest="text_encoder_lr", type=float, nargs="+", metavar="LR",
+        help="as sd-scripts: one LR, or one per text encoder (SDXL: CLIP-L, bigG; FLUX: CLIP-L, T5)",
+    )
     parser.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(run=run)
@@ -77,16 +85,38 @@ def _from_toml(path: str) -> Dict[str, Any]:
     for key in ("network_module", "network_dim", "network_alpha", "network_dropout", "unet_lr", "text_encoder_lr", "learning_rate"):
         if flat.get(key) is not None:
             settings[key] = flat[key]
-    if isinstance(flat.get("text_encoder_lr"), list):
-        settings["text_encoder_lr"] = flat["text_encoder_lr"][0] if flat["text_encoder_lr"] else None
     if flat.get("network_args") is not None:
         args = flat["network_args"]
         if isinstance(args, str):
             args = args.split()
         settings["network_args"] = parse_pairs([str(a) for a in args], f"network_args in {path}")
-    if flat.get("v2") is True:
-        settings["arch"] = "sd2"
+    arch, why = _arch_of_toml(path, flat)
+    if arch is not None:
+        settings["arch"], settings["arch_note"] = arch, why
     return settings
+
+
+# The training script a TOML was written for, as its comments name it (ours and `lr-weights gui`'s do).
+_SCRIPT = re.compile(r"(?<![A-Za-z0-9])(sdxl_|flux_)?train_network\.py\b")
+
+
+def _arch_of_toml(path: str, flat: Dict[str, Any]) -> Tuple[Optional[str], Optional[str]]:
+    """(architecture, where it was read) as training would take it from this config, or (None, None)."""
+    model = flat.get("pretrained_model_name_or_path")
+    if isinstance(model, str) and os.path.exists(model):
+        from lr_weights.models.reference import model_of_checkpoint
+
+        return model_of_checkpoint(model), f"architecture read from {model} (pretrained_model_name_or_path in {path})"
+    with open(path, encoding="utf-8") as handle:
+        comments = " ".join(line.split("#", 1)[1] for line in handle if "#" in line)
+    scripts = {match.group(1) or "" for match in _SCRIPT.finditer(comments)}
+    if len(scripts) == 1:
+        prefix = scripts.pop()
+        arch = {"sdxl_": "sdxl", "flux_": "flux"}.get(prefix, "sd2" if flat.get("v2") is True else "sd1")
+        return arch, f"architecture {arch}: {path} is written for {prefix}train_network.py"
+    if flat.get("v2") is True:
+        return "sd2", f"architecture sd2: v2 = true in {path}"
+    return None, None
 
 
 def _from_gui(path: str) -> Dict[str, Any]:
@@ -114,6 +144,8 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
     for key in ("network_module", "network_dim", "network_alpha", "network_dropout", "unet_lr", "text_encoder_lr", "learning_rate"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    if isinstance(settings.get("text_encoder_lr"), list) and len(settings["text_encoder_lr"]) == 1:
+        settings["text_encoder_lr"] = settings["text_encoder_lr"][0]  # one value: as older hosts pass it
     if args.network_args is not None:
         settings["network_args"] = parse_pairs(args.network_args, "--network_args")
 
@@ -125,6 +157,8 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         notes.append(f"architecture {arch} read from {args.model}")
     if arch is None:
         arch = settings.get("arch")
+        if settings.get("arch_note"):
+            notes.append(settings["arch_note"])
     if arch is None:
         arch = "sd1"
         notes.append("architecture not given: planning for sd1 (use --arch sd2/sdxl or --model)")
@@ -180,7 +214,8 @@ def build_plan(arch: str, module_name: str, settings: Dict[str, Any]) -> Dict[st
                 neuron_dropout=settings.get("network_dropout"), **network_args
             )
         te_lr, unet_lr, lr = settings.get("text_encoder_lr"), settings.get("unet_lr"), settings.get("learning_rate")
-        groups = network.param_groups(te_lr, unet_lr, lr)
+        # As the newest sd-scripts hosts call it: --text_encoder_lr may hold one LR per text encoder.
+        params, descriptions = network.prepare_optimizer_params_with_multiple_te_lrs(te_lr, unet_lr, lr, with_descriptions=True)
     rows = network.block_table()
     state = network.state_dict()
     return {
@@ -192,7 +227,7 @@ def build_plan(arch: str, module_name: str, settings: Dict[str, Any]) -> Dict[st
         "learning_rates": {"text_encoder_lr": te_lr, "unet_lr": unet_lr, "learning_rate": lr},
         "rows": rows,
         "groups": [
-            {"description": g.description, "lr": g.lr, "tensors": len(g.params), "params": sum(p.numel() for p in g.params)} for g in groups
+            {"description": d, "lr": g["lr"], "tensors": len(g["params"]), "params": sum(p.numel() for p in g["params"])} for g, d in zip(params, descriptions)
         ],
         "modules": len(network.all_loras),
         "params": sum(p.numel() for p in network.parameters()),

@@ -18,10 +18,12 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from lr_weights.archs.blocks import Architecture
-from lr_weights.errors import NetworkArgError
-from lr_weights.args.lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector, parse_lbw
-from lr_weights.args.settings import near_miss, parse_int, trainable_block_lr_weights
-from lr_weights.args.weights import apply_threshold, fit_length, parse_down_up_spec, parse_float, resolve_stack_lr_weights
+from lr_weights.errors import NetworkArgError, TrainsNothingError
+from lr_weights.args.keys import near_miss
+from lr_weights.args.lbw import LBW_PRESETS, block_weights_to_network_args, lbw_lengths, lbw_vector
+from lr_weights.args.scalars import parse_float, parse_learning_rate
+from lr_weights.args.settings import block_weights_of
+from lr_weights.args.weights import apply_threshold, fit_length, parse_down_up_spec
 from lr_weights.cli._util import ARCH_CHOICES, add_subcommand, architecture, captured_logs, parse_size, print_warnings, save_bar_chart
 
 EXAMPLES = """examples:
@@ -96,7 +98,7 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
             except NetworkArgError as error:
                 raise NetworkArgError(
                     "SPEC", spec,
-                    f"KEY=VALUE (e.g. down={spec}), an LBW preset/vector ({', '.join(LBW_PRESETS)}; "
+                    f"KEY=VALUE (e.g. down=sine+.25, up=cosine-0.1, mid=0.5), an LBW preset/vector ({', '.join(LBW_PRESETS)}; "
                     f"{' or '.join(map(str, lbw_lengths(arch)))} values), or a bare down/up spec: {error.expected}",
                 ) from None
         if key in given:
@@ -108,8 +110,6 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
         raise NetworkArgError(
             "SPEC", given[BARE], "either a bare down/up spec (used for both) or down=/up=, not both; write down=... or up=... for each"
         )
-    if "conv_dim" in given:
-        parse_int("conv_dim", given["conv_dim"], minimum=1)
     return given
 
 
@@ -132,25 +132,38 @@ def format_bare(arch: Architecture, spec: str, values: List[float]) -> str:
     return "\n".join(lines)
 
 
-def expand(arch: Architecture, given: Dict[str, str]) -> Tuple[Optional[Dict[str, float]], Tuple[float, ...]]:
-    """(text-encoder weights by LBW label, or None; per-block weights after the threshold)."""
-    base = None
+def network_args_given(given: Dict[str, str]) -> Dict[str, str]:
+    """The specs as the network_args training would get: a bare spec is both down and up."""
     args = dict(given)
-    args.pop("conv_dim", None)
     if BARE in args:
         bare = args.pop(BARE)
         args["down_lr_weight"] = args["up_lr_weight"] = bare
-    if "lbw_weights" in args:
-        weights = parse_lbw(arch, args.pop("lbw_weights"))
-        base = dict(weights.text_encoders)
-        outside = {i: w for i, w in enumerate(weights.blocks) if arch.stack_of(i) is None}  # FLUX IN/OUT
-        args.update(block_weights_to_network_args(arch, weights.blocks))
-    flat = resolve_stack_lr_weights(arch, args, args.get("block_lr_zero_threshold"))
-    if flat is None:
-        flat = tuple([1.0] * arch.num_blocks)
-    if base is not None and arch.name == "flux":
-        flat = tuple(outside.get(i, w) for i, w in enumerate(flat))
-    return base, flat
+    return args
+
+
+def module_verdict(arch: Architecture, args: Dict[str, str]) -> Optional[TrainsNothingError]:
+    """The module's own parser on these args: None when it would train, its error when the setting
+    trains nothing; any other bad input raises, as it would in create_network."""
+    try:
+        with captured_logs():  # its warnings are the ones expand collects next (printed once)
+            if arch.dit is not None:
+                from lr_weights.args.dit_settings import parse_dit_settings
+
+                parse_dit_settings(arch, None, None, args)
+            else:
+                from lr_weights.args.settings import parse_network_settings
+
+                parse_network_settings(arch, None, None, args)
+    except TrainsNothingError as error:
+        return error
+    return None
+
+
+def expand(arch: Architecture, args: Dict[str, str]) -> Tuple[Optional[Dict[str, float]], Tuple[float, ...]]:
+    """(text-encoder weights by LBW label, or None; per-block weights after the threshold), as the
+    module computes them for training (a setting that trains nothing is shown, not refused)."""
+    base, flat = block_weights_of(arch, args, require_training=False)
+    return base, tuple([1.0] * arch.num_blocks) if flat is None else flat
 
 
 def rows(
@@ -228,41 +241,36 @@ def run(args: argparse.Namespace) -> int:
         if "block_lr_zero_threshold" in given:
             raise NetworkArgError("--threshold", args.threshold, "one threshold (threshold= is also given as a SPEC)")
         given["block_lr_zero_threshold"] = args.threshold
+    unet_lr = parse_learning_rate("--unet-lr", args.unet_lr)
     size = parse_size(args.plot_size) if args.plot else None
     if args.plot:
         from lr_weights.files.io import check_output_path
 
         check_output_path(args.plot, "--plot")
+    network_args = network_args_given(given)
+    # The module's own verdict first: what it refuses (negative weights, ...) is refused here too.
+    problem = module_verdict(arch, network_args)
     with captured_logs() as warnings:
-        base, flat = expand(arch, given)
+        base, flat = expand(arch, network_args)
         bare = expand_bare(arch, given[BARE], given.get("block_lr_zero_threshold")) if BARE in given else None
     print_warnings("show", warnings)
     holding = BlocksWithModules(arch, conv="conv_dim" in given)
+    lbw_text = lbw_vector(arch, flat, 1.0, args.lbw_length, text_encoders=base) if args.format == "lbw" else None
 
-    # The module's own verdict: refuses negative weights and settings that train nothing.
-    problem = None
-    try:
-        trainable_block_lr_weights(arch, block_weights_to_network_args(arch, flat))
-    except NetworkArgError as error:
-        problem = str(error)
-        if "nothing in the U-Net" in problem and "block_lr_zero_threshold" in given:
-            problem = f"with block_lr_zero_threshold={given['block_lr_zero_threshold']} every U-Net block has weight 0, so nothing in the U-Net would train (a block trains only if its weight > threshold; the threshold is compared with the weight alone, not weight x LR)"
-
-    table = rows(arch, base, flat, args.unet_lr, holding)
+    table = rows(arch, base, flat, unet_lr, holding)
     if args.format == "table" and bare is not None:
         print(format_bare(arch, given[BARE], bare))
     elif args.format == "table":
-        print(f"{arch.name.upper()} block weights" + (f", unet lr {args.unet_lr:g}" if args.unet_lr is not None else ""))
-        print(format_table(table, args.unet_lr))
+        print(f"{arch.name.upper()} block weights" + (f", unet lr {unet_lr:g}" if unet_lr is not None else ""))
+        print(format_table(table, unet_lr))
     elif args.format == "lbw":
-        print(lbw_vector(arch, flat, 1.0, args.lbw_length, text_encoders=base))
+        print(lbw_text)
     elif args.format == "sd-scripts":
-        network_args = network_args_of(arch, flat, given)
-        print("--network_args " + " ".join(f'"{k}={v}"' for k, v in network_args.items()))
+        print("--network_args " + " ".join(f'"{k}={v}"' for k, v in network_args_of(arch, flat, given).items()))
     else:
         document = {
             "arch": arch.name,
-            "unet_lr": args.unet_lr,
+            "unet_lr": unet_lr,
             "base": None if base is None else next(iter(base.values())),
             "text_encoders": base,
             "blocks": [r for r in table if r["index"] is not None],
@@ -273,10 +281,8 @@ def run(args: argparse.Namespace) -> int:
             document = dict({"spec": given[BARE], "values": bare}, **document)
         print(json.dumps(document, indent=1, sort_keys=False))
     if args.plot:
-        plot_blocks(args.plot, arch, table, args.unet_lr, size)
+        plot_blocks(args.plot, arch, table, unet_lr, size)
         print(f"wrote {args.plot}", file=sys.stderr)
     if problem is not None:
-        print(f"lr-weights show: error: {problem}", file=sys.stderr)
-        return 1
+        raise problem  # after the table: what trains nothing is still shown
     return 0
-

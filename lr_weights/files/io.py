@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from typing import Dict, List, Mapping, Optional
@@ -65,11 +66,13 @@ def check_output_path(path: str, option: str) -> str:
     return text
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
+def atomic_write_bytes(path: str, data: bytes, *, keep_mode: bool = False) -> None:
     """Write `data` to `path` so that `path` holds either its old content or all of `data`.
 
-    The file gets the mode any other tool's new file gets (0666 less the umask): mkstemp's 0600
-    would keep a WebUI running as another user from reading a LoRA. A process killed mid-write
+    A new file gets the mode any other tool's new file gets (0666 less the umask): mkstemp's 0600
+    would keep a WebUI running as another user from reading a LoRA. A replaced file is a new inode
+    and gets that mode too, unless `keep_mode` (a file changed in place, `bake --in-place`): then
+    it keeps its own (a 0600 file stays private). A process killed mid-write
     leaves its temporary `.<name>.<random>.tmp` behind; the next successful write of the same path
     removes those that were not touched since it started.
     """
@@ -78,7 +81,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     started = time.time()
     fd, temporary = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=folder)
     try:
-        _set_mode(fd, temporary, 0o666 & ~current_umask())
+        _set_mode(fd, temporary, _mode_for(path) if keep_mode else 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -90,6 +93,13 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
     _fsync_folder(folder)
     remove_stale_temporaries(path, older_than=started)
+
+
+def _mode_for(path: str) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
 
 
 def _set_mode(fd: int, path: str, mode: int) -> None:
@@ -164,28 +174,42 @@ def _check_metadata(metadata: Mapping[str, object]) -> Dict[str, str]:
     return dict(metadata)
 
 
-def save_lora_file(path: str, tensors: Mapping[str, torch.Tensor], metadata: Optional[Mapping[str, str]] = None) -> None:
-    """Save tensors (already on the CPU, in the save dtype) as safetensors with hashes, or torch."""
+def save_lora_file(path: str, tensors: Mapping[str, torch.Tensor], metadata: Optional[Mapping[str, str]] = None, *, keep_mode: bool = False) -> None:
+    """Save tensors (already on the CPU, in the save dtype) as safetensors with hashes, or torch;
+    `keep_mode`: see atomic_write_bytes."""
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     if is_safetensors_path(path):
         from safetensors.torch import save
 
         metadata = _check_metadata(metadata or {})
         metadata.update(model_hashes(tensors, metadata))
-        atomic_write_bytes(path, save(tensors, metadata))
+        atomic_write_bytes(path, save(tensors, metadata), keep_mode=keep_mode)
         return
     import io
 
     buffer = io.BytesIO()
     torch.save(tensors, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), keep_mode=keep_mode)
+
+
+def is_same_file(a: str, b: str) -> bool:
+    """Whether `b` exists and is the file `a` (an in-place write)."""
+    return os.path.exists(b) and os.path.exists(a) and os.path.samefile(a, b)
+
+
+def require_file(path: str, what: str = "LoRA file") -> str:
+    """`path` as a string when it is a file; else an error saying what it is instead."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; give a {what} inside it")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
 
 
 def load_lora_file(path: str) -> Dict[str, torch.Tensor]:
     """A LoRA state dict from .safetensors, .pt or .ckpt, on the CPU. Errors name the file."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"LoRA file not found: {path}")
+    path = require_file(path)
     if is_safetensors_path(path):
         from safetensors.torch import load_file
 

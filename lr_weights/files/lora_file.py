@@ -149,9 +149,9 @@ def _module_keys(name: str, keys) -> Tuple[str, str, str]:
 def _open(path: str):
     from safetensors import safe_open
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"LoRA file not found: {path}")
+    from lr_weights.files.io import require_file
+
+    path = require_file(path)
     try:
         return safe_open(path, framework="pt")
     except Exception as error:
@@ -223,7 +223,7 @@ def bake(
     Weight 0 drops the module's tensors. The file keeps its metadata, gains `lr_weights_baked_lbw`
     (the vector applied, full layout) and fresh sshs_* hashes; it is written atomically.
     """
-    from lr_weights.files.io import save_lora_file
+    from lr_weights.files.io import is_same_file, save_lora_file
     from lr_weights.args.lbw import lbw_vector, parse_lbw
 
     with _open(path) as handle:
@@ -277,5 +277,5 @@ def bake(
     metadata["lr_weights_baked_from"] = os.path.basename(os.fspath(path)) + (f" (sshs_model_hash {metadata['sshs_model_hash']})" if "sshs_model_hash" in metadata else "")
     metadata.pop("sshs_model_hash", None)
     metadata.pop("sshs_legacy_hash", None)
-    save_lora_file(os.fspath(output), tensors, metadata)
+    save_lora_file(os.fspath(output), tensors, metadata, keep_mode=is_same_file(path, output))
     return BakeResult(len(names) - dropped, dropped, scaled, unknown)

@@ -112,6 +112,15 @@ def _model_of(names: List[str]) -> List[str]:
     return models_of_architecture(architecture_of_model(found), first=found)
 
 
+def _given_model(path: str, names: List[str], model: Optional[str]) -> Optional[str]:
+    """`model` (--arch) when it has the block layout of the names; another layout would put every
+    module in no block (scaling or showing nothing), so that is refused, as for LoRA files."""
+    found = _model_of(names)
+    if model is not None and architecture_of_model(model) is not architecture_of_model(found[0]):
+        raise NetworkArgError("--arch", model, f"the architecture of {path}, whose module names are {found[0]}'s (leave --arch out to use them)")
+    return model
+
+
 def _learned_norm(weights: Mapping[str, torch.Tensor], name: str) -> float:
     return float(sum(v.float().pow(2).sum() for k, v in weights.items() if k.startswith(name + ".") and not k.endswith(".alpha")) ** 0.5)
 
@@ -124,6 +133,7 @@ def read_lycoris_summary(path: str, model: Optional[str] = None, layers: Optiona
     import_lycoris()
     weights = load_lora_file(path)
     names = module_names(list(weights))
+    model = _given_model(path, names, model)
     metadata = read_metadata(path) if str(path).endswith(".safetensors") else {}
     if layers is not None:  # a model in memory (tests, scripts): its own layers, no reference tree
         return _summarise(path, weights, names, model or _model_of(names)[0], metadata, layers)
@@ -175,12 +185,14 @@ class LycorisBakeResult:
 def bake_lycoris(path: str, output: str, lbw: str, model: Optional[str] = None) -> LycorisBakeResult:
     """Scale one factor of every module by its block's LBW weight (BASE for text encoders); keep
     every key and shape (weight 0 zeroes the factor), so whatever loaded the input loads the output."""
-    from lr_weights.files.io import atomic_write_bytes, load_lora_file, read_metadata, save_lora_file
+    from lr_weights.adapters.lycoris_library import import_lycoris
+    from lr_weights.files.io import atomic_write_bytes, is_same_file, load_lora_file, read_metadata, save_lora_file
     from lr_weights.args.lbw import lbw_vector, parse_lbw
 
+    import_lycoris()  # the file is written with lycoris-lora's hashes: say so before any work
     weights = load_lora_file(path)
     names = module_names(list(weights))
-    model = model or _model_of(names)[0]
+    model = _given_model(path, names, model) or _model_of(names)[0]
     arch = architecture_of_model(model)
     vector = parse_lbw(arch, lbw, key="--lbw")
     out = dict(weights)
@@ -220,7 +232,7 @@ def bake_lycoris(path: str, output: str, lbw: str, model: Optional[str] = None) 
         if "sshs_model_hash" in metadata:  # LyCORIS' own hash of the new tensors
             metadata["sshs_model_hash"] = precalculate_safetensors_hashes(tensors)
         metadata.pop("sshs_legacy_hash", None)
-        atomic_write_bytes(os.fspath(output), save(tensors, metadata))
+        atomic_write_bytes(os.fspath(output), save(tensors, metadata), keep_mode=is_same_file(path, output))
     else:
-        save_lora_file(os.fspath(output), out)
+        save_lora_file(os.fspath(output), out, keep_mode=is_same_file(path, output))
     return LycorisBakeResult(len(names), scaled, factors)

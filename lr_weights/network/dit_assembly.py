@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from lr_weights.archs.base import Architecture
 from lr_weights.args.dit_settings import parse_dit_settings, parse_regex_pairs, reg_lr
-from lr_weights.args.settings import parse_ratio
+from lr_weights.args.scalars import parse_ratio
 from lr_weights.log import ensure_visible
 from lr_weights.network.assembly import log_created, plan_network_from_weights
 from lr_weights.network.dit_network import DiTLoRANetwork

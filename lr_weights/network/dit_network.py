@@ -28,7 +28,7 @@ from lr_weights.adapters.split import SplitLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan
-from lr_weights.network.param_groups import ParamGroup, encoder_lr
+from lr_weights.network.param_groups import ParamGroup, check_learning_rates, encoder_lr
 from lr_weights.args.settings import TrainingOptions
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class DiTLoRANetwork(LoRANetwork):
     def dit_param_groups(self, te_lrs: Sequence[Optional[float]], unet_lr, default_lr) -> List[ParamGroup]:
         """One `textencoder {i}` scope per encoder with modules, each at its LR x its LBW weight;
         the flow model's parts named by block (`unet D03`); `network_reg_lrs` in every scope."""
+        check_learning_rates(None, unet_lr, default_lr, te_lrs)
         self.requires_grad_(True)
         options = self.options
         weights = dict(options.text_encoder_lr_weights)

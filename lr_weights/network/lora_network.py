@@ -23,7 +23,7 @@ from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import load_lora_file, save_lora_file
 from lr_weights.files.loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_foreign_keys, shape_mismatches
 from lr_weights.adapters.lora import LoRAModule, max_rank
-from lr_weights.network.param_groups import ParamGroup, Scope, encoder_lr, first_lr, merge_param_groups, per_encoder_lrs, scoped_groups, unet_parts
+from lr_weights.network.param_groups import ParamGroup, Scope, check_learning_rates, encoder_lr, first_lr, merge_param_groups, per_encoder_lrs, scoped_groups, unet_parts
 from lr_weights.args.settings import NetworkSettings, TrainingOptions
 from lr_weights.network.table import BlockRow, ModuleFacts, block_table_json, build_block_table
 from lr_weights.network.targets import Target
@@ -252,6 +252,7 @@ class LoRANetwork(nn.Module):
     def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
         """The groups in upstream's order: the text encoders' (one `textencoder` group, or with
         `text_encoder_lrs` (see per_encoder_lrs) one `textencoder {i}` per encoder), then the U-Net's."""
+        check_learning_rates(text_encoder_lr, unet_lr, default_lr, text_encoder_lrs)
         self.requires_grad_(True)
         weight = self.options.text_encoder_lr_weight  # LBW's BASE
         if not text_encoder_lrs:

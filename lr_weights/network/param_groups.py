@@ -17,6 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from lr_weights.args.scalars import parse_learning_rate
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,6 +30,15 @@ class ParamGroup:
 
     def as_optimizer_group(self) -> Dict[str, object]:
         return {"params": list(self.params), "lr": self.lr}
+
+
+def check_learning_rates(text_encoder_lr, unet_lr, default_lr, text_encoder_lrs=None) -> None:
+    """Refuse a negative LR (or a non-number) by its sd-scripts option name, before any group is
+    built; torch's optimizers would refuse it only later, with no option named."""
+    for key, value in (("text_encoder_lr", text_encoder_lr), ("unet_lr", unet_lr), ("learning_rate", default_lr)):
+        parse_learning_rate(key, value)
+    for lr in text_encoder_lrs or ():
+        parse_learning_rate("text_encoder_lr", lr)
 
 
 def _split_group(description: str, modules: Sequence[nn.Module], lr: Optional[float], plus_ratio: Optional[float]) -> List[ParamGroup]:

@@ -460,5 +460,5 @@ def test_missing_library_gives_the_install_hint(monkeypatch):
     from lr_weights.adapters.lycoris_library import import_lycoris
 
     monkeypatch.setitem(sys.modules, "lycoris", None)
-    with pytest.raises(ImportError, match=r'pip install "lr-weights\[lycoris\]"'):
+    with pytest.raises(ImportError, match=r"pip install lycoris-lora"):  # lr-weights[lycoris] is on no index
         import_lycoris()

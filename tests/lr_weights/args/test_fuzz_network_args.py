@@ -22,7 +22,8 @@ from hypothesis import strategies as st  # noqa: E402
 from lr_weights import dylora, lora  # noqa: E402
 from lr_weights.archs.blocks import SD, SDXL  # noqa: E402
 from lr_weights.errors import NetworkArgError  # noqa: E402
-from lr_weights.args.settings import GUI_ALIASES, KNOWN_KEYS, parse_network_settings  # noqa: E402
+from lr_weights.args.keys import GUI_ALIASES, KNOWN_KEYS  # noqa: E402
+from lr_weights.args.settings import parse_network_settings  # noqa: E402
 from lr_weights.models.tiny import UNetConfig, build_tiny_sd  # noqa: E402
 from lr_weights.args.weights import PRESET_NAMES  # noqa: E402
 

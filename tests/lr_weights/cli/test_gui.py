@@ -137,7 +137,6 @@ def test_spaces_are_stripped(cli, tmp_path):
     [
         ({"down_lr_weight": "linear", "up_lr_weight": "linear", "mid_lr_weight": "0.2", "block_lr_zero_threshold": "1.5"}, "nothing in the U-Net would train"),
         ({"block_dims": "4,4,4"}, "exactly 25"),
-        ({"sdxl": True, "down_lr_weight": ",".join(["1"] * 12)}, "12 is the SD length"),
         ({"sdxl": True, "block_dims": ",".join(["4"] * 25)}, "exactly 23"),
         ({"down_lr_weight": "sine+"}, "down_lr_weight"),
         ({"LoRA_type": "Kohya DyLoRA", "unit": 3, "network_dim": 8}, "unit=3"),
@@ -146,7 +145,7 @@ def test_spaces_are_stripped(cli, tmp_path):
 def test_problems_are_reported_before_anything_runs(cli, tmp_path, fields, fragment):
     out = tmp_path / "out.toml"
     result = cli("gui", write(tmp_path, **fields), "-o", out)
-    assert result.code == 2
+    assert result.code == (1 if "nothing" in fragment else 2)  # 1: valid settings that train nothing
     assert fragment in result.err and result.err.startswith("lr-weights gui: error: ")
     assert not out.exists()
 

@@ -9,10 +9,8 @@ pytest.importorskip("lycoris.kohya", reason="lycoris-lora is an optional extra (
 
 from safetensors.torch import load_file  # noqa: E402
 
-from lr_weights import lycoris as ours  # noqa: E402
 from lr_weights.archs.blocks import SD, block_index  # noqa: E402
 from lr_weights.args.lbw import parse_lbw  # noqa: E402
-from lr_weights.models.reference import build_reference_model  # noqa: E402
 
 from .test_gui import CONFIGS  # noqa: E402
 
@@ -47,20 +45,6 @@ def test_plan_of_a_gui_lycoris_config(cli):
     plan = plan_json(cli, "--gui-config", CONFIGS / "synthetic" / "lycoris-lokr-blocks.json")
     assert plan["network_module"] == "lr_weights.lycoris"
     assert any(r["status"] == "pruned" for r in plan["rows"])
-
-
-@pytest.fixture
-def lokr_file(tmp_path):
-    """A LoKr over sd-scripts' SD1 module tree (factors on the CPU, layers on meta), w1 and w2 non-zero."""
-    text_encoder, unet = build_reference_model("sd1")
-    torch.manual_seed(0)
-    network = ours.create_network(1.0, 4, 1.0, None, text_encoder, unet, algo="lokr", factor="8", preset="attn-only")
-    with torch.no_grad():
-        for p in network.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path / "lokr.safetensors"
-    network.save_weights(str(path), None, {"ss_network_module": "lycoris.kohya"})
-    return path
 
 
 def test_inspect_lokr_file(cli, lokr_file):

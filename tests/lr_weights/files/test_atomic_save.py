@@ -160,7 +160,7 @@ def test_save_weights_goes_through_the_atomic_writer(tmp_path, monkeypatch, tiny
     network = lora.create_network(1.0, 4, 1, None, text_encoder, unet)
     written = []
     real = io.atomic_write_bytes
-    monkeypatch.setattr(io, "atomic_write_bytes", lambda path, data: (written.append(path), real(path, data)))
+    monkeypatch.setattr(io, "atomic_write_bytes", lambda path, data, **options: (written.append(path), real(path, data, **options)))
     for name in ("a.safetensors", "b.pt", "c.ckpt"):
         network.save_weights(str(tmp_path / name), torch.float16, {})
     assert [os.path.basename(p) for p in written] == ["a.safetensors", "b.pt", "c.ckpt"]
