@@ -20,7 +20,7 @@ from typing import List, Optional
 
 from lr_weights.errors import NetworkArgError, TrainsNothingError
 
-SUBCOMMANDS = ("show", "plan", "gui", "inspect", "bake", "demo")
+SUBCOMMANDS = ("show", "plan", "gui", "inspect", "bake", "analyze", "demo")
 # A value that starts with '-' but is no option: -1e-4, -0.5, -1,0,0,... (argparse takes only
 # plain negative numbers such as -1 or -.5 as values).
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
