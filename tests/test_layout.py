@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lr_weights"
 
-# folder (or top-level module) -> layer; the four sd-scripts entry points sit above the network.
+# folder (or top-level module) -> layer; the sd-scripts entry points sit above the network, and
+# analysis (reads files, runs models; no network assembly) beside it.
 LAYERS = {
     "errors": 0,
     "log": 0,
@@ -24,6 +25,7 @@ LAYERS = {
     "models": 2,
     "files": 3,
     "network": 4,
+    "analysis": 4,
     "lora": 5,
     "dylora": 6,
     "flux": 5,
