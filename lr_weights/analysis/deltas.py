@@ -79,7 +79,8 @@ def _keys(path: str) -> List[str]:
 def lora_model_of_names(path: str, keys: List[str]) -> str:
     """sd1/sd2/sdxl/flux of a LoRA or LyCORIS file from its key names (SD1 and SD2 apart by one
     attention shape, read without loading it)."""
-    from lr_weights.files.lora_file import _open, model_of_names
+    from lr_weights.archs.detect import model_from_lora_names
+    from lr_weights.files.lora_file import _open
 
     names = sorted({k.split(".", 1)[0] for k in keys if k.startswith("lora_")} | {k.rsplit(".", 2)[0] for k in keys if k.startswith("transformer.")})
     if not names:
@@ -90,7 +91,7 @@ def lora_model_of_names(path: str, keys: List[str]) -> str:
             key = name + ".lora_down.weight"
             return tuple(handle.get_slice(key).get_shape()) if key in keys else (0, 0)
 
-        return model_of_names(names, shape)
+        return model_from_lora_names(names, shape)
 
 
 def check_file(path: str, model: str, model_path: str, keys: Optional[List[str]] = None) -> str:
