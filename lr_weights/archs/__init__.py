@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from typing import Dict
 
+from lr_weights.archs.anima import ANIMA
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
+from lr_weights.archs.hunyuan_image import HUNYUAN_IMAGE
 from lr_weights.archs.sd import SD
 from lr_weights.archs.sdxl import SDXL
 
-ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX}
+ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "anima": ANIMA, "hunyuan_image": HUNYUAN_IMAGE}
 
-__all__ = ["ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "SD", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
+__all__ = ["ANIMA", "ARCHITECTURES", "Architecture", "FLUX", "HUNYUAN_IMAGE", "LBWVocabulary", "SD", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
 
 
 def get_architecture(name: str) -> Architecture:
     """The architecture called `name` ("sd", "sdxl", "flux"; "sd1"/"sd2" mean "sd")."""
-    key = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux"}.get(name.lower(), name.lower())
+    aliases = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux", "hunyuan-image": "hunyuan_image", "hunyuanimage": "hunyuan_image"}
+    key = aliases.get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
         from lr_weights.errors import NetworkArgError
 

@@ -1,4 +1,5 @@
-"""Reference models for planning: sd-scripts' SD1/SD2/SDXL and FLUX.1-dev module trees without weights.
+"""Reference models for planning: sd-scripts' SD1/SD2/SDXL, FLUX.1-dev, Anima and HunyuanImage-2.1
+module trees without weights.
 
 The skeletons in `lr_weights/models/data/` were recorded from sd-scripts' own model classes (names, class
 names, layer shapes). Rebuilt on the `meta` device they cost no memory and need no download, and
@@ -16,7 +17,7 @@ from typing import Any, Iterator, List, Tuple
 import torch
 
 
-MODELS = ("sd1", "sd2", "sdxl", "flux")
+MODELS = ("sd1", "sd2", "sdxl", "flux", "anima", "hunyuan_image")
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -35,6 +36,10 @@ def build_reference_model(model: str) -> Tuple[Any, torch.nn.Module]:
         return [_skeleton("sdxl_te1"), _skeleton("sdxl_te2")], _skeleton("sdxl_unet")
     if model == "flux":  # FLUX.1-dev, CLIP-L and T5-XXL as flux_utils builds them (12B never allocated)
         return [_skeleton("flux_te1"), _skeleton("flux_te3")], _skeleton("flux_dev")
+    if model == "anima":  # the Anima DiT as anima_utils builds it, and Qwen3-0.6B
+        return [_skeleton("anima_te")], _skeleton("anima")
+    if model == "hunyuan_image":  # the network never adapts HunyuanImage's text encoders
+        return [], _skeleton("hunyuan_image")
     return _skeleton(f"{model}_te"), _skeleton(f"{model}_unet")
 
 

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -28,6 +27,7 @@ from lr_weights.archs.base import Architecture
 from lr_weights.adapters.split import SplitLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
+from lr_weights.network.dit_plan import regex_matches
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan
 from lr_weights.network.param_groups import ParamGroup, _split_group, merge_param_groups
 from lr_weights.args.settings import TrainingOptions
@@ -78,6 +78,12 @@ class DiTLoRANetwork(LoRANetwork):
             if encoder.trained_by is not None:
                 setattr(self, encoder.trained_by, any(m.lora_name.startswith(encoder.prefix + "_") for m in self.text_encoder_loras))
         self.train_blocks = arch.dit.train_blocks_values[0] if settings is None else settings.train_blocks
+        # lora_anima's block flag (train_llm_adapter) as its network has it: the setting, or from weights
+        # whether any module of those classes exists.
+        for key, _ in arch.dit.flag_block_classes:
+            setattr(self, key, settings.flag_values[key] if settings is not None else None)
+        # The dotted module path of each module, for families whose regexes read it (Anima).
+        self._module_paths = {plan.target.lora_name: plan.target.path for plan in plans}
 
         # upstream's attributes for the LoRA+ ratios, as given (set_loraplus_lr_ratio keeps them)
         self.loraplus_lr_ratio: Optional[float] = None
@@ -159,7 +165,9 @@ class DiTLoRANetwork(LoRANetwork):
                     matched.setdefault(index, []).append(module)
             rest.append((description, unmatched, lr))
         groups: List[ParamGroup] = []
-        for index in sorted(matched, key=lambda i: f"reg_lr_{i}"):
+        # lora_flux sorts the group names as strings; lora_anima keeps the order of first matches
+        order = list(matched) if self.arch.dit.reg_group_order == "first_match" else sorted(matched, key=lambda i: f"reg_lr_{i}")
+        for index in order:
             groups += _split_group(f"{stem} reg_lr_{index}", matched[index], self.reg_lrs[index][1], plus_ratio)
         for description, modules, lr in rest:
             if modules:
@@ -168,7 +176,7 @@ class DiTLoRANetwork(LoRANetwork):
 
     def _regex_index(self, lora_name: str) -> Optional[int]:
         for index, (pattern, _) in enumerate(self.reg_lrs):
-            if re.search(pattern, lora_name):
+            if regex_matches(self.arch, pattern, lora_name, self._module_paths.get(lora_name, "")):
                 return index
         return None
 

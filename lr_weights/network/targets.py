@@ -21,6 +21,7 @@ class Target:
     layer: nn.Module
     block: int  # sd-scripts block index; -1 for text encoders and unknown U-Net layers
     is_unet: bool
+    path: str = ""  # dotted module path under the model's root ("blocks.3.mlp.layer1"); lora_anima's regexes read it
 
     @property
     def is_conv_kxk(self) -> bool:
@@ -31,7 +32,7 @@ def _adaptable(module: nn.Module) -> bool:
     return type(module).__name__ in ("Linear", "Conv2d")
 
 
-def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, nn.Module]]:
+def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, str, nn.Module]]:
     # Upstream visits every matching container and then every Linear/Conv2d below it, in
     # named_modules() order; a layer below two matching containers is visited twice there, which
     # its duplicate-name assert forbids. We keep the order and skip a name already seen.
@@ -42,11 +43,12 @@ def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, 
         for child_name, child in module.named_modules():
             if not _adaptable(child):
                 continue
-            lora_name = ".".join(p for p in (prefix, name, child_name) if p != "").replace(".", "_")
+            path = ".".join(p for p in (name, child_name) if p != "")
+            lora_name = ".".join(p for p in (prefix, path) if p != "").replace(".", "_")
             if lora_name in seen:
                 continue
             seen.add(lora_name)
-            yield lora_name, child
+            yield lora_name, path, child
 
 
 def text_encoder_prefixes(arch: Architecture, count: int) -> List[str]:
@@ -60,8 +62,8 @@ def text_encoder_targets(text_encoders: Sequence[nn.Module], arch: Architecture)
     for prefix, encoder in zip(text_encoder_prefixes(arch, len(text_encoders)), text_encoders):
         if encoder is None:
             continue
-        for lora_name, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
-            targets.append(Target(lora_name, layer, -1, False))
+        for lora_name, path, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
+            targets.append(Target(lora_name, layer, -1, False, path))
     return targets
 
 
@@ -89,14 +91,16 @@ def dit_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], arch:
     flag (train_t5xxl) is off, upstream stops."""
     specs = arch.dit.text_encoders
     targets = []
+    if not specs:  # a family whose module never adapts its encoders (HunyuanImage)
+        return targets
     for index, encoder in enumerate(text_encoders):
         if encoder is None:
             continue
         spec = specs[min(index, len(specs) - 1)]
         if spec.trained_by is not None and not flags.get(spec.trained_by):
             break
-        for lora_name, layer in _walk(encoder, spec.prefix, arch.is_text_encoder_target_class):
-            targets.append(Target(lora_name, layer, -1, False))
+        for lora_name, path, layer in _walk(encoder, spec.prefix, arch.is_text_encoder_target_class):
+            targets.append(Target(lora_name, layer, -1, False, path))
     return targets
 
 
@@ -105,7 +109,7 @@ def block_targets(model: Optional[nn.Module], arch: Architecture, classes: Seque
     if model is None:
         return []
     wanted = tuple(classes)
-    return [Target(name, layer, arch.locate(name), True) for name, layer in _walk(model, arch.unet_prefix, lambda c: c in wanted)]
+    return [Target(name, layer, arch.locate(name), True, path) for name, path, layer in _walk(model, arch.unet_prefix, lambda c: c in wanted)]
 
 
 def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter: str) -> List[Target]:
@@ -118,7 +122,7 @@ def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter
             continue
         lora_name = f"{arch.unet_prefix}.{child_name}".replace(".", "_")
         if name_filter in lora_name:
-            targets.append(Target(lora_name, child, arch.locate(lora_name), True))
+            targets.append(Target(lora_name, child, arch.locate(lora_name), True, child_name))
     return targets
 
 
@@ -127,8 +131,8 @@ def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset"
     targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
     from lr_weights.models.reference import build_reference_model  # meta-device trees: only the CLI asks
 
-    if arch.name == "flux":
-        _, flux = build_reference_model("flux")
-        return frozenset(t.block for t in block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
+    if arch.kind == "dit":  # FLUX, Anima, HunyuanImage: the reference model has the arch's name
+        _, model = build_reference_model(arch.name)
+        return frozenset(t.block for t in block_targets(model, arch, arch.unet_target_classes) if t.block >= 0)
     _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
     return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)
