@@ -32,6 +32,28 @@ def sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().float().contiguous().numpy().tobytes()).hexdigest()
 
 
+def replay_init(spec: dict) -> tuple:
+    """The initial lora_down hashes upstream's calls give on THIS machine for a recorded case: per
+    recorded module, nn.Linear(in, dim) and nn.Linear(dim, out) are constructed (each draws its own
+    init), then kaiming_uniform_(a=sqrt(5)) on the down (and, with GGPO, one randperm over the base
+    layer's rows). The uniform kernels differ between CPU capabilities (ATEN_CPU_CAPABILITY), so the
+    recorded hashes hold on CPUs like the recording one; the replay holds on every CPU."""
+    ggpo = "ggpo_beta" in spec["network_args"] and "ggpo_sigma" in spec["network_args"]
+    torch.manual_seed(spec["seed"])
+    hashes = []
+    for module in spec["result"]["modules"]:
+        assert "split_dims" not in module  # upstream's split sizes are hard-coded: no such tiny case
+        dim, n_in = module["down_shape"]
+        n_out = module["up_shape"][0]
+        down = torch.nn.Linear(n_in, dim, bias=False)
+        torch.nn.Linear(dim, n_out, bias=False)
+        torch.nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
+        if ggpo:
+            torch.randperm(n_out)
+        hashes.append(sha256(down.weight))
+    return tuple(hashes)
+
+
 class Figures:
     """One family's recorded cases and our entry point run on them, the way upstream was run."""
 
@@ -79,28 +101,12 @@ class Figures:
         return spec, network, groups, descriptions
 
     def _replayed_init(self, slug: str) -> tuple:
-        """The initial lora_down hashes upstream's calls give on THIS machine: per recorded module,
-        nn.Linear(in, dim) and nn.Linear(dim, out) are constructed (each draws its own init), then
-        kaiming_uniform_(a=sqrt(5)) on the down (and, with GGPO, one randperm over the base layer's
-        rows). The recorded hashes hold on CPUs like the recording one; the replay on every CPU."""
+        """replay_init of the case (of its source case's modules, for init_from cases)."""
         if slug in self.init_from:
             source = self.init_from[slug]
             by_name = dict(zip((m["name"] for m in self.case(source)["result"]["modules"]), self.replayed_init(source)))
             return tuple(by_name[m["name"]] for m in self.case(slug)["result"]["modules"])
-        spec = self.case(slug)
-        ggpo = "ggpo_beta" in spec["network_args"] and "ggpo_sigma" in spec["network_args"]
-        torch.manual_seed(spec["seed"])
-        hashes = []
-        for module in spec["result"]["modules"]:
-            dim, n_in = module["down_shape"]
-            n_out = module["up_shape"][0]
-            down = torch.nn.Linear(n_in, dim, bias=False)
-            torch.nn.Linear(dim, n_out, bias=False)
-            torch.nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
-            if ggpo:
-                torch.randperm(n_out)
-            hashes.append(sha256(down.weight))
-        return tuple(hashes)
+        return replay_init(self.case(slug))
 
     def recorded_draws_hold_here(self, slug: str) -> bool:
         return list(self.replayed_init(slug)) == [m["down_sha256"] for m in self.case(slug)["result"]["modules"]]

@@ -3,16 +3,20 @@ the new args on the tiny models rebuilt from the recorded skeletons, from first 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
-from lr_weights import anima, hunyuan_image
+from lr_weights import hunyuan_image
 from lr_weights.errors import NetworkArgError
+from lr_weights.models.reference import build_reference_model
 
-from tests.lr_weights.test_anima_upstream_parity import FIGURES as ANIMA_FIGURES
-from tests.lr_weights.test_hunyuan_image_upstream_parity import FIGURES as HUNYUAN_FIGURES
+from tests.lr_weights.test_dit_families_upstream_parity import FAMILIES
+
+ANIMA_FIGURES = FAMILIES["anima"].figures
+HUNYUAN_FIGURES = FAMILIES["hunyuan_image"].figures
 
 UNET_LR = 1e-4
 
@@ -129,3 +133,36 @@ def test_hunyuan_split_qkv_parts_from_the_layer_shape():
     state = network.state_dict()
     assert list(state["lora_unet_single_blocks_0_linear1.lora_up.weight"].shape) == [224, 16]
     assert math.isclose(float(state["lora_unet_single_blocks_0_linear1.alpha"]), 4.0)  # alpha 1 x 4 parts (docs/flux.md)
+
+
+def test_anima_reg_lrs_beat_block_weights():
+    """network_reg_lrs stays absolute: a module it matches keeps that LR whatever its block's weight."""
+    by_module = lrs(make_anima(block_lr_weight="0.5", network_reg_lrs=r"blocks\.3\..*=3e-4"))
+    assert by_module["lora_unet_blocks_3_mlp_layer1"] == 3e-4
+    assert by_module["lora_unet_blocks_4_mlp_layer1"] == UNET_LR * 0.5
+
+
+def test_hunyuan_split_qkv_at_real_width_is_upstreams_modules():
+    """split_qkv on the real-width HunyuanImage (meta base layers, recorded D00/S00 figures): the same
+    parts and shapes, and the merged file keys. Upstream keeps each part's alpha in the merged file;
+    we save alpha x parts (docs/flux.md), so alphas are not compared."""
+    recorded = json.loads((HUNYUAN_FIGURES.folder / "split_qkv_real_width.json").read_text(encoding="utf-8"))
+    run = recorded["runs"]["split_qkv"]
+    _, dit = build_reference_model("hunyuan_image")
+    torch.manual_seed(recorded["seed"])
+    network = hunyuan_image.create_network(1.0, recorded["network_dim"], recorded["network_alpha"], None, [None, None], dit, split_qkv="True")
+    assert len(network.unet_loras) == run["n_modules"]
+    by_name = {m.lora_name: m for m in network.unet_loras}
+    for figure in run["modules"]:
+        module = by_name[figure["name"]]
+        if "split_dims" in figure:
+            assert list(module.split_dims) == figure["split_dims"]
+            assert [list(d.weight.shape) for d in module.lora_down] == figure["down_shapes"]
+            assert [list(u.weight.shape) for u in module.lora_up] == figure["up_shapes"]
+        else:
+            assert module.split_dims is None and list(module.lora_down.weight.shape) == figure["down_shape"]
+    state = network.state_dict()
+    figured = [k for k in state if k.startswith(("lora_unet_double_blocks_0_", "lora_unet_single_blocks_0_"))]
+    assert sorted(figured) == sorted(run["state_dict_keys"])
+    for key in figured:
+        assert list(state[key].shape) == run["state_dict"][key]["shape"], key
