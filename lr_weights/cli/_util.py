@@ -12,7 +12,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from lr_weights.archs.blocks import Architecture
 from lr_weights.errors import NetworkArgError
 
-ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl", "flux")
+# The reference models (plan) and file layouts (inspect, bake); show also takes "sd" for SD1/SD2.
+MODEL_CHOICES = ("sd1", "sd2", "sdxl", "flux", "anima", "hunyuan_image")
+ARCH_CHOICES = ("sd",) + MODEL_CHOICES
 
 
 def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: str):
@@ -28,7 +30,7 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
 
 
 def architecture(name: str) -> Architecture:
-    """sd, sd1 and sd2 share the block layout; sdxl and flux have their own (lr_weights/archs/)."""
+    """sd, sd1 and sd2 share the block layout; sdxl, flux, anima, hunyuan_image have their own (lr_weights/archs/)."""
     from lr_weights.archs import get_architecture
 
     return get_architecture(name)

@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from lr_weights.archs.blocks import FLUX, LORA_PREFIX_UNET, SD, SDXL, Architecture, block_index
+from lr_weights.archs.blocks import LORA_PREFIX_UNET, Architecture, block_index
 from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ _SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 _PEFT_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".alpha")
 _DIFFUSERS_UNET_PREFIXES = ("transformer.",)
 _SDXL_UNET = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_")
+# HunyuanImage's layers under lora_flux's block names (FLUX has img_mod_lin, img_mlp_0, modulation_lin).
+_HUNYUAN_IMAGE = re.compile(r"^lora_unet_(double_blocks_\d+_(img|txt)_(mod_linear|mlp_fc[12])|single_blocks_\d+_modulation_linear)$")
 _TE_LAYER = re.compile(r"^lora_te_text_model_encoder_layers_(\d+)_")
 
 Progress = Callable[[Iterable, Optional[int], str], Iterable]
@@ -124,8 +126,12 @@ def _kind(down: torch.Tensor) -> str:
 
 
 def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]]) -> str:
-    """sd1, sd2, sdxl or flux from module names (and one attention shape to tell SD1 from SD2)."""
+    """sd1, sd2, sdxl, flux, anima or hunyuan_image from module names (and one attention shape to tell SD1 from SD2)."""
     names = list(names)
+    if any(n.startswith(("lora_unet_blocks_", "lora_unet_llm_adapter_")) for n in names):
+        return "anima"  # lora_anima's `blocks.N` / `llm_adapter.blocks.N` (SD's U-Net blocks are down_/input_blocks)
+    if any(_HUNYUAN_IMAGE.search(n) for n in names):
+        return "hunyuan_image"  # lora_flux's block names with HunyuanImage's layer names
     flux_prefixes = ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_", "transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
     if any(n.startswith(flux_prefixes) for n in names):
         return "flux"
@@ -141,7 +147,9 @@ def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]
 
 
 def architecture_of_model(model: str) -> Architecture:
-    return {"sdxl": SDXL, "flux": FLUX}.get(model, SD)
+    from lr_weights.archs import get_architecture
+
+    return get_architecture(model)
 
 
 def choose_model(path: str, names: List[str], shapes: Callable[[str], Tuple[int, ...]], given: Optional[str]) -> str:
@@ -284,7 +292,7 @@ def bake(
                     weight, label = 1.0, "unknown"
                 else:
                     weight, label = weights.blocks[block], arch.block_name(block)
-            elif arch is FLUX:
+            elif arch.kind == "dit":  # per-encoder LBW entries (FLUX: CLIP, T5; Anima: TE)
                 label = _te_label(name)
                 weight = weights.text_encoder(label)
             else:

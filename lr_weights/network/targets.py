@@ -7,6 +7,7 @@ layers' shapes are read, never their weights, so this works on the `meta` device
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -133,6 +134,9 @@ def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset"
 
     if arch.kind == "dit":  # FLUX, Anima, HunyuanImage: the reference model has the arch's name
         _, model = build_reference_model(arch.name)
-        return frozenset(t.block for t in block_targets(model, arch, arch.unet_target_classes) if t.block >= 0)
+        targets = block_targets(model, arch, arch.unet_target_classes)
+        if arch.dit.path_filter is not None:  # Anima: what upstream's default exclude leaves (no include_patterns)
+            targets = [t for t in targets if re.fullmatch(arch.dit.path_filter.default_exclude, t.path) is None]
+        return frozenset(t.block for t in targets if t.block >= 0)
     _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
     return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)
