@@ -1,8 +1,9 @@
 """`lr-weights gui`: run a Kohya GUI LoRA config (v21.7.x ... v26) with lr_weights.
 
 Reads the JSON the GUI saves, builds network_args the way the GUI does for its LoRA type (Standard,
-Kohya LoCon, Kohya DyLoRA), switches the module to lr_weights.lora / lr_weights.dylora, and checks
-every block field with the module's own parser before anything runs. Writes an sd-scripts TOML for
+Kohya LoCon, Kohya DyLoRA; v26's Flux1, Anima, HunyuanImage-2.1), switches the module to
+lr_weights.lora / dylora / flux / anima / hunyuan_image, and checks every block field with the
+module's own parser before anything runs. Writes an sd-scripts TOML for
 --config_file and prints the `accelerate launch` line; or, with --print-args, prints what to paste
 into the GUI's "Additional parameters" box instead.
 """
@@ -45,6 +46,12 @@ def validate(converted, source: str) -> list:
         from lr_weights.cli.gui_lycoris import block_args_only
 
         args = block_args_only(args)
+    if converted.arch.kind == "dit":  # the family's own parser (lr_weights.flux / anima / hunyuan_image)
+        from lr_weights.args.dit_settings import parse_dit_settings
+
+        with captured_logs() as warnings:
+            parse_dit_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
+        return [f"{source}: {w}" for w in warnings]
     check_list_lengths(converted.arch, args)
     with captured_logs() as warnings:
         settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
