@@ -1,13 +1,13 @@
 """The model families lr_weights knows, one file each; see base.py for what an architecture holds.
 
 Adding one (SD3, Lumina, ...) is a new file here defining an `Architecture`, an entry in
-ARCHITECTURES, and a recorded module skeleton for `lr-weights plan` (docs/flux.md says what adding
-FLUX took).
+ARCHITECTURES, recorded module skeletons and an entry point of a few lines (docs/adding-a-family.md,
+with FLUX as the worked example). Detection (archs/detect.py) and the CLI's choices read this registry.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 from lr_weights.archs.anima import ANIMA
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
@@ -17,14 +17,23 @@ from lr_weights.archs.sd import SD
 from lr_weights.archs.sdxl import SDXL
 
 ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "anima": ANIMA, "hunyuan_image": HUNYUAN_IMAGE}
+# Other names users give an architecture: its models' names and common ones.
+ALIASES: Tuple[Tuple[str, str], ...] = (("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"), ("hunyuanimage", "hunyuan_image"))
 
-__all__ = ["ANIMA", "ARCHITECTURES", "Architecture", "FLUX", "HUNYUAN_IMAGE", "LBWVocabulary", "SD", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
+__all__ = [
+    "ALIASES", "ANIMA", "ARCHITECTURES", "Architecture", "FLUX", "HUNYUAN_IMAGE", "LBWVocabulary", "SD", "SDXL", "Stack",
+    "architecture_names", "get_architecture", "keys_of_other_architectures",
+]
+
+
+def architecture_names() -> Tuple[str, ...]:
+    """Every name get_architecture takes, each architecture followed by its aliases (for CLI choices)."""
+    return tuple(name for key in ARCHITECTURES for name in (key,) + tuple(alias for alias, target in ALIASES if target == key))
 
 
 def get_architecture(name: str) -> Architecture:
-    """The architecture called `name` ("sd", "sdxl", "flux"; "sd1"/"sd2" mean "sd")."""
-    aliases = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux", "hunyuan-image": "hunyuan_image", "hunyuanimage": "hunyuan_image"}
-    key = aliases.get(name.lower(), name.lower())
+    """The architecture called `name` ("sd", "sdxl", "flux"; or an alias: "sd1"/"sd2" mean "sd")."""
+    key = dict(ALIASES).get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
         from lr_weights.errors import NetworkArgError
 

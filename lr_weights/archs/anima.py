@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack, stack_keys
 from lr_weights.archs.dit import DiTLayout, PathFilter, TextEncoder
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 NUM_BLOCKS = 28
 NUM_ADAPTER = 6
@@ -62,6 +63,17 @@ STACKS = (
     Stack("block", "block_lr_weight", BLOCK_START, NUM_BLOCKS, dims_key="block_dims", alphas_key="block_alphas"),
 )
 
+# The Anima 2B DiT as anima_utils.load_anima_model builds it, and Qwen3-0.6B (models/data/anima*.json).
+# Checkpoints: the DiT's own blocks (`net.` prefixed as ComfyUI saves it); LoRA files: lora_anima's
+# `blocks.N` / `llm_adapter.blocks.N` names (SD's U-Net blocks are down_/input_blocks).
+MODEL = ModelSignature(
+    "anima",
+    ("anima_te", "anima"),
+    checkpoint=Signature(prefixes=("net.llm_adapter.", "llm_adapter."), patterns=(r"(net\.)?blocks\.\d+\.adaln_modulation_self_attn\.",)),
+    lora=Signature(prefixes=("lora_unet_blocks_", "lora_unet_llm_adapter_")),
+    rank=30,
+)
+
 ANIMA = Architecture(
     name="anima",
     title="Anima",
@@ -70,10 +82,11 @@ ANIMA = Architecture(
     moduleless=(),
     lbw=LBWVocabulary(forms=(LBW_ANIMA,), presets=(("ALL", ",".join(["1"] * len(LBW_ANIMA))),), preset_form=LBW_ANIMA, text_encoder_labels=("TE",)),
     locate=locate,
-    own_keys=LAYOUT.own_keys(STACKS),
+    own_keys=stack_keys(STACKS) + LAYOUT.keys,
     text_encoder_prefixes=(("lora_te_", "TE"),),
     unet_target_classes=LAYOUT.all_block_classes,
     text_encoder_target_classes=("Qwen3Attention", "Qwen3MLP", "Qwen3SdpaAttention", "Qwen3FlashAttention2"),
     entry_point="lr_weights.anima",
     dit=LAYOUT,
+    models=(MODEL,),
 )

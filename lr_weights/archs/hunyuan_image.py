@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 
-from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack, stack_keys
 from lr_weights.archs.dit import DiTLayout, SplitRule
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 NUM_DOUBLE = 20
 NUM_SINGLE = 40
@@ -48,6 +49,17 @@ STACKS = (
     Stack("single", "single_lr_weight", NUM_DOUBLE, NUM_SINGLE, dims_key="single_block_dims", alphas_key="single_block_alphas"),
 )
 
+# HYImageDiffusionTransformer() (models/data/hunyuan_image.json; no text encoder is adapted). Its
+# names are lora_flux's block names with its own layers (FLUX: img_attn.qkv, img_mod_lin, img_mlp_0,
+# modulation_lin), so it is tried before FLUX.
+MODEL = ModelSignature(
+    "hunyuan_image",
+    ("hunyuan_image",),
+    checkpoint=Signature(patterns=(r"(model\.diffusion_model\.)?double_blocks\.\d+\.img_attn_qkv\.",)),
+    lora=Signature(patterns=(r"lora_unet_(double_blocks_\d+_(img|txt)_(mod_linear|mlp_fc[12])|single_blocks_\d+_modulation_linear)$",)),
+    rank=40,
+)
+
 HUNYUAN_IMAGE = Architecture(
     name="hunyuan_image",
     title="HunyuanImage-2.1",
@@ -56,9 +68,10 @@ HUNYUAN_IMAGE = Architecture(
     moduleless=(),
     lbw=LBWVocabulary(forms=(NAMES,), presets=(("ALL", ",".join(["1"] * len(NAMES))),), preset_form=NAMES, text_encoder_labels=()),
     locate=locate,
-    own_keys=LAYOUT.own_keys(STACKS),
+    own_keys=stack_keys(STACKS) + LAYOUT.keys,
     text_encoder_prefixes=(),
     unet_target_classes=LAYOUT.all_block_classes,
     entry_point="lr_weights.hunyuan_image",
     dit=LAYOUT,
+    models=(MODEL,),
 )

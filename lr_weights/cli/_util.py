@@ -9,12 +9,15 @@ import os
 import sys
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from lr_weights.archs import architecture_names
 from lr_weights.archs.blocks import Architecture
+from lr_weights.archs.detect import model_names
 from lr_weights.errors import NetworkArgError
 
-# The reference models (plan) and file layouts (inspect, bake); show also takes "sd" for SD1/SD2.
-MODEL_CHOICES = ("sd1", "sd2", "sdxl", "flux", "anima", "hunyuan_image")
-ARCH_CHOICES = ("sd",) + MODEL_CHOICES
+# From the registry (lr_weights/archs/): block layouts with their aliases, and the models with a
+# recorded skeleton (what --arch means for plan, inspect and bake).
+ARCH_CHOICES = architecture_names()
+MODEL_CHOICES = model_names()
 
 
 def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: str):

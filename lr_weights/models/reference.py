@@ -1,10 +1,10 @@
-"""Reference models for planning: sd-scripts' SD1/SD2/SDXL, FLUX.1-dev, Anima and HunyuanImage-2.1
-module trees without weights.
+"""Reference models for planning: sd-scripts' module trees (SD1/SD2/SDXL, FLUX.1-dev, ...) without weights.
 
 The skeletons in `lr_weights/models/data/` were recorded from sd-scripts' own model classes (names, class
-names, layer shapes). Rebuilt on the `meta` device they cost no memory and need no download, and
-target discovery sees exactly what it sees in a real run. A checkpoint given by the user is only
-read for its key names, to tell which of the three it is.
+names, layer shapes); which skeletons make up a model is its family's data (archs/, `models=`).
+Rebuilt on the `meta` device they cost no memory and need no download, and target discovery sees
+exactly what it sees in a real run. A checkpoint given by the user is only read for its key names
+(or a diffusers folder for its layout), and archs/detect.py tells which model it is.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, Tuple
 
 import torch
 
+from lr_weights.archs.detect import model_from_checkpoint_keys, model_from_diffusers_folder, model_names, model_signature
 
-MODELS = ("sd1", "sd2", "sdxl", "flux", "anima", "hunyuan_image")
+MODELS = model_names()
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -29,18 +30,11 @@ def _skeleton(name: str) -> Any:
 
 
 def build_reference_model(model: str) -> Tuple[Any, torch.nn.Module]:
-    """(text_encoder, unet) on the meta device, as sd-scripts hands them to a network module."""
-    if model not in MODELS:
-        raise ValueError(f"model {model!r} is not known: expected one of {', '.join(MODELS)}")
-    if model == "sdxl":
-        return [_skeleton("sdxl_te1"), _skeleton("sdxl_te2")], _skeleton("sdxl_unet")
-    if model == "flux":  # FLUX.1-dev, CLIP-L and T5-XXL as flux_utils builds them (12B never allocated)
-        return [_skeleton("flux_te1"), _skeleton("flux_te3")], _skeleton("flux_dev")
-    if model == "anima":  # the Anima DiT as anima_utils builds it, and Qwen3-0.6B
-        return [_skeleton("anima_te")], _skeleton("anima")
-    if model == "hunyuan_image":  # the network never adapts HunyuanImage's text encoders
-        return [], _skeleton("hunyuan_image")
-    return _skeleton(f"{model}_te"), _skeleton(f"{model}_unet")
+    """(text_encoder, unet) on the meta device, as sd-scripts hands them to a network module: one
+    text encoder, or a list of them when the model has several (SDXL, FLUX: 12B never allocated)."""
+    signature = model_signature(model)
+    encoders = [_skeleton(name) for name in signature.text_encoder_skeletons]
+    return (encoders[0] if len(encoders) == 1 else encoders), _skeleton(signature.denoiser_skeleton)
 
 
 @contextlib.contextmanager
@@ -65,28 +59,16 @@ def skipped_weight_init() -> Iterator[None]:
             setattr(torch.nn.init, name, function)
 
 
-def _model_from_keys(keys: List[str], source: str) -> str:
-    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys):
-        return "flux"
-    if any(k.startswith(("conditioner.embedders.1.", "model.diffusion_model.label_emb.")) for k in keys):
-        return "sdxl"
-    if any(k.startswith("model.diffusion_model.") for k in keys):
-        return "sd2" if any(k.startswith("cond_stage_model.model.") for k in keys) else "sd1"
-    raise ValueError(f"{source} is not a Stable Diffusion checkpoint this tool knows (no model.diffusion_model.* keys)")
-
-
 def model_of_checkpoint(path: str) -> str:
-    """sd1, sd2 or sdxl for a single-file checkpoint or a diffusers folder; reads names only."""
+    """The model (sd1, sd2, sdxl, flux, ...) of a single-file checkpoint or a diffusers folder; reads names only."""
     path = os.fspath(path)
     if os.path.isdir(path):
         unet_config = os.path.join(path, "unet", "config.json")
         if not os.path.isfile(unet_config):
             raise ValueError(f"{path} is a folder without unet/config.json (not a diffusers model folder)")
-        if os.path.isdir(os.path.join(path, "text_encoder_2")):
-            return "sdxl"
         with open(unet_config, encoding="utf-8") as handle:
             config = json.load(handle)
-        return "sd2" if config.get("cross_attention_dim") == 1024 else "sd1"
+        return model_from_diffusers_folder(lambda folder: os.path.isdir(os.path.join(path, folder)), config)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.lower().endswith(".safetensors"):
@@ -97,7 +79,7 @@ def model_of_checkpoint(path: str) -> str:
                 keys = list(handle.keys())
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error})") from None
-        return _model_from_keys(keys, path)
+        return model_from_checkpoint_keys(keys, path)
     try:
         loaded = torch.load(path, map_location="meta", weights_only=True)
     except Exception as error:
@@ -106,4 +88,4 @@ def model_of_checkpoint(path: str) -> str:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} does not hold a state dict")
-    return _model_from_keys(list(loaded), path)
+    return model_from_checkpoint_keys(list(loaded), path)
