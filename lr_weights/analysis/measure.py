@@ -41,7 +41,7 @@ class MeasureSettings:
 
 def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch_size="4", prompts: Sequence[str] = ()) -> MeasureSettings:
     """Settings from the CLI's text (or numbers); errors name the flag."""
-    from lr_weights.args.settings import parse_int
+    from lr_weights.args.scalars import parse_int
 
     return MeasureSettings(
         samples=parse_int("--samples", samples, minimum=1),

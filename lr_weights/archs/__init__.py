@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
+from lr_weights.archs.anima import ANIMA
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
+from lr_weights.archs.hunyuan_image import HUNYUAN_IMAGE
 from lr_weights.archs.sd import SD
 from lr_weights.archs.sdxl import SDXL
 
-ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX}
+ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "anima": ANIMA, "hunyuan_image": HUNYUAN_IMAGE}
 # Other names users give an architecture: its models' names and common ones.
-ALIASES: Tuple[Tuple[str, str], ...] = (("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"))
+ALIASES: Tuple[Tuple[str, str], ...] = (("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"), ("hunyuanimage", "hunyuan_image"))
 
 __all__ = [
-    "ALIASES", "ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "SD", "SDXL", "Stack",
+    "ALIASES", "ANIMA", "ARCHITECTURES", "Architecture", "FLUX", "HUNYUAN_IMAGE", "LBWVocabulary", "SD", "SDXL", "Stack",
     "architecture_names", "get_architecture", "keys_of_other_architectures",
 ]
 

@@ -10,12 +10,18 @@ What such a module decides from names, and what an `Architecture` of this kind t
 - the block selections (`train_double_block_indices` ...): an arg per stack;
 - split_qkv: which fused Linears are split, and into which parts;
 - the text encoders: LoRA prefix, label, and the flag (`train_t5xxl`) an encoder needs, if any.
+
+lora_anima follows the same pattern with four differences, stated here as data too: an on/off arg
+adds block classes (`train_llm_adapter`), regex args pick layers by their dotted module path
+(`exclude_patterns` / `include_patterns` over a default exclude), `network_reg_dims` /
+`network_reg_lrs` fullmatch the module path instead of searching the LoRA name, and regex LR
+groups come in first-match order instead of sorted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,17 @@ class SplitRule:
 
 
 @dataclass(frozen=True)
+class PathFilter:
+    """Layers picked by regexes on their dotted module path (lora_anima): a layer is left out when an
+    exclude pattern (the default one, always, plus the user's) fullmatches its path and no include
+    pattern does. Include patterns only bring back what an exclude removed; they never restrict."""
+
+    default_exclude: str
+    exclude_key: str = "exclude_patterns"
+    include_key: str = "include_patterns"
+
+
+@dataclass(frozen=True)
 class DiTLayout:
     """What a lora_flux-style module reads off a DiT model, as data."""
 
@@ -65,22 +82,38 @@ class DiTLayout:
     no_effect_reason: str = ""
     # The module's other own args: upstream's (split_qkv, network_reg_dims, ggpo_beta, ...).
     upstream_keys: Tuple[str, ...] = ()
+    # (on/off arg, block classes it adds): lora_anima's train_llm_adapter.
+    flag_block_classes: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    path_filter: Optional[PathFilter] = None
+    # What network_reg_dims / network_reg_lrs regexes are matched against: "lora_name" (re.search on
+    # `lora_unet_double_blocks_3_...`, lora_flux) or "module_path" (re.fullmatch on
+    # `blocks.3.mlp.layer1`, lora_anima).
+    regex_subject: str = "lora_name"
+    # Order of the `reg_lr_<i>` groups: "sorted" (as strings: reg_lr_1, reg_lr_10, ..., lora_flux) or
+    # "first_match" (in the order modules first match, lora_anima).
+    reg_group_order: str = "sorted"
+    # (stack name, on/off arg): a stack whose modules exist only with that arg (an LR-weight list
+    # for it without the arg is refused).
+    stack_flags: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def train_blocks_values(self) -> Tuple[str, ...]:
         return tuple(value for value, _ in self.train_blocks)
 
-    def block_classes(self, train_blocks: str) -> Tuple[str, ...]:
-        return dict(self.train_blocks)[train_blocks]
+    def block_classes(self, train_blocks: str, flags: Optional[Mapping[str, bool]] = None) -> Tuple[str, ...]:
+        """The classes adapted for a train_blocks value and the on/off args that add classes."""
+        flags = flags or {}
+        added = tuple(c for key, classes in self.flag_block_classes if flags.get(key) for c in classes)
+        return dict(self.train_blocks)[train_blocks] + added
 
     @property
     def all_block_classes(self) -> Tuple[str, ...]:
-        return self.train_blocks[0][1]
+        return self.train_blocks[0][1] + tuple(c for _, classes in self.flag_block_classes for c in classes)
 
     @property
     def flags(self) -> Tuple[str, ...]:
-        """The on/off args that select text encoders (train_t5xxl)."""
-        return tuple(e.trained_by for e in self.text_encoders if e.trained_by is not None)
+        """The on/off args: those that select text encoders (train_t5xxl) or add blocks (train_llm_adapter)."""
+        return tuple(e.trained_by for e in self.text_encoders if e.trained_by is not None) + tuple(key for key, _ in self.flag_block_classes)
 
     @property
     def in_filters(self) -> Tuple[str, ...]:
@@ -93,7 +126,11 @@ class DiTLayout:
     @property
     def keys(self) -> Tuple[str, ...]:
         """Every arg this layout gives meaning to."""
-        keys = ("train_blocks",) + tuple(key for key, _ in self.block_selections) + self.upstream_keys
+        # train_blocks only where there is a choice (HunyuanImage's upstream never reads it)
+        keys = ("train_blocks",) if len(self.train_blocks) > 1 else ()
+        keys += tuple(key for key, _ in self.block_selections) + self.upstream_keys
+        if self.path_filter is not None:
+            keys += (self.path_filter.exclude_key, self.path_filter.include_key)
         keys += tuple(key for key, _ in self.component_dims) + ((self.in_dims_key,) if self.in_dims_key else ())
         return keys + self.flags
 

@@ -11,6 +11,7 @@ weights.py, lbw.py) with the family's architecture.
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 from dataclasses import dataclass
@@ -61,6 +62,9 @@ class DiTSettings:
     block_dims: Optional[Tuple[int, ...]]
     block_alphas: Optional[Tuple[float, ...]]
     options: TrainingOptions
+    # arch.dit.path_filter: the exclude regexes (the default first, then the user's) and the includes.
+    exclude_patterns: Tuple[str, ...] = ()
+    include_patterns: Tuple[str, ...] = ()
 
     def __getattr__(self, name: str):
         # upstream's flag names read as attributes (settings.train_t5xxl), as its network has them
@@ -164,6 +168,34 @@ def parse_regex_pairs(key: str, value: Any, number) -> Tuple[Tuple[str, Any], ..
     return tuple(pairs)
 
 
+def parse_pattern_list(key: str, value: Any) -> Tuple[str, ...]:
+    """A Python literal of one regex or a list of them (`['.*mlp.*', 'blocks\\.0\\..*']`), as
+    lora_anima reads exclude/include_patterns (ast.literal_eval); every entry must compile. Upstream
+    raises a bare SyntaxError or TypeError, or logs an invalid regex and drops it."""
+    expected = "a regex in quotes or a list of them, as a Python literal, e.g. ['.*cross_attn.*', 'blocks\\.0\\..*']"
+    try:
+        parsed = ast.literal_eval(str(value).strip())
+    except (ValueError, SyntaxError):
+        raise NetworkArgError(key, value, f"{expected}; this is not a Python literal (a bare regex needs quotes)") from None
+    patterns = parsed if isinstance(parsed, list) else [parsed]
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise NetworkArgError(key, value, f"{expected}; {pattern!r} is not a string")
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise NetworkArgError(key, value, f"{expected}; {pattern!r} is not a valid regex: {error}") from None
+    return tuple(patterns)
+
+
+def _check_stack_flags(arch: Architecture, args: Mapping[str, Any], flags: Mapping[str, bool]) -> None:
+    """An LR-weight list for a stack that exists only with an on/off arg (Anima's LLM adapter) needs it."""
+    for stack_name, flag in arch.dit.stack_flags:
+        key = arch.stack(stack_name).lr_weight_key
+        if args.get(key) is not None and not flags.get(flag):
+            raise NetworkArgError(key, args[key], f"to be given with {flag}=true: without it the {stack_name} blocks get no modules")
+
+
 def _reg_dim(key: str, text: str, pair: str) -> int:
     try:
         return parse_int(key, text)
@@ -206,6 +238,11 @@ def normalise_dit_kwargs(arch: Architecture, kwargs: Mapping[str, Any]) -> Dict[
     check_unknown_keys(args, known, arch.entry_point, logger)
     for key in arch.dit.no_effect_keys:
         if args.get(key) is not None:
+            # still a number, as upstream parses it (conv_dim an int, conv_alpha a float)
+            if key.endswith("_dim"):
+                parse_int(key, args[key])
+            else:
+                parse_float(key, str(args[key]).strip())
             logger.warning("%s=%s has no effect: %s.", key, args[key], arch.dit.no_effect_reason)
     return args
 
@@ -230,6 +267,14 @@ def parse_dit_settings(arch: Architecture, network_dim: Any, network_alpha: Any,
     reg_lrs = () if args.get("network_reg_lrs") is None else parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], reg_lr)
     ggpo = _ggpo(args)
 
+    flags = tuple((key, parse_upstream_flag(key, args.get(key))) for key in layout.flags)
+    _check_stack_flags(arch, args, dict(flags))
+    excludes = includes = ()
+    if layout.path_filter is not None:
+        path_filter = layout.path_filter
+        user_excludes = () if args.get(path_filter.exclude_key) is None else parse_pattern_list(path_filter.exclude_key, args[path_filter.exclude_key])
+        excludes = user_excludes + (path_filter.default_exclude,)
+        includes = () if args.get(path_filter.include_key) is None else parse_pattern_list(path_filter.include_key, args[path_filter.include_key])
     options = parse_training_options(arch, args, neuron_dropout)
     block_dims, block_alphas = _block_dims(arch, args, dim, alpha)
     settings = DiTSettings(
@@ -240,7 +285,7 @@ def parse_dit_settings(arch: Architecture, network_dim: Any, network_alpha: Any,
         selections=selections,
         split_qkv=parse_upstream_flag("split_qkv", args.get("split_qkv")),
         verbose=parse_upstream_flag("verbose", args.get("verbose")),
-        flags=tuple((key, parse_upstream_flag(key, args.get(key))) for key in layout.flags),
+        flags=flags,
         type_dims=type_dims,
         in_dims=in_dims,
         reg_dims=reg_dims,
@@ -250,6 +295,8 @@ def parse_dit_settings(arch: Architecture, network_dim: Any, network_alpha: Any,
         block_dims=block_dims,
         block_alphas=block_alphas,
         options=options,
+        exclude_patterns=excludes,
+        include_patterns=includes,
     )
     _check_in_dims_weight(settings)
     return settings

@@ -141,7 +141,8 @@ def parse_lbw(arch: Architecture, text: str, key: str = "lbw_weights") -> LBWWei
     blocks = tuple(targeted.get(name, 0.0 if name in universe else 1.0) for name in arch.block_names)
     labels = arch.lbw.text_encoder_labels
     text_encoders = tuple((label, targeted.get(label, 0.0)) for label in labels)
-    return LBWWeights(arch, text_encoders[0][1], blocks, text_encoders)
+    base = text_encoders[0][1] if text_encoders else 1.0  # a family without text encoders (HunyuanImage)
+    return LBWWeights(arch, base, blocks, text_encoders)
 
 
 # An LBW vector is for reading and pasting: at double precision's 15 significant digits the noise of

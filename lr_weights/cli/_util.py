@@ -33,7 +33,7 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
 
 
 def architecture(name: str) -> Architecture:
-    """sd, sd1 and sd2 share the block layout; sdxl and flux have their own (lr_weights/archs/)."""
+    """sd, sd1 and sd2 share the block layout; sdxl, flux, anima, hunyuan_image have their own (lr_weights/archs/)."""
     from lr_weights.archs import get_architecture
 
     return get_architecture(name)

@@ -2,11 +2,12 @@
 
 Reads the JSON the GUI saves, builds network_args the way the GUI does for its LoRA type, switches
 the module to lr_weights' own (Standard, Kohya LoCon -> lr_weights.lora; Kohya DyLoRA ->
-lr_weights.dylora; the LyCORIS types LoCon, LoHa, LoKr, iA3, DyLoRA, GLoRA, Diag-OFT, BOFT and
-Native Fine-Tuning -> lr_weights.lycoris, with the GUI's block fields honoured), and checks every
-block field with the module's own parser before anything runs: what training would refuse is an
-error, what it would warn about (a down/mid/up list of another length, padded or cut as
-sd-scripts does) is the same warning here. Writes an sd-scripts TOML for
+lr_weights.dylora; v26's Flux1, Anima, HunyuanImage-2.1 -> lr_weights.flux / anima / hunyuan_image;
+the LyCORIS types LoCon, LoHa, LoKr, iA3, DyLoRA, GLoRA, Diag-OFT, BOFT and Native Fine-Tuning ->
+lr_weights.lycoris, with the GUI's block fields honoured), and checks every block field with the
+module's own parser before anything runs: what training would refuse is an error, what it would
+warn about (a down/mid/up list of another length, padded or cut as sd-scripts does) is the same
+warning here. Writes an sd-scripts TOML for
 --config_file and prints the `accelerate launch` line; or, with --print-args, prints what to paste
 into the GUI's "Additional parameters" box instead.
 """
@@ -51,6 +52,12 @@ def validate(converted, source: str) -> list:
 
         check_lycoris_values(args)
         args = block_args_only(args)
+    if converted.arch.kind == "dit":  # the family's own parser (lr_weights.flux / anima / hunyuan_image)
+        from lr_weights.args.dit_settings import parse_dit_settings
+
+        with captured_logs() as warnings:
+            parse_dit_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
+        return [f"{source}: {w}" for w in warnings]
     with captured_logs() as warnings:
         settings = parse_network_settings(converted.arch, converted.table.get("network_dim"), converted.table.get("network_alpha"), args)
         if converted.network_module.endswith("dylora"):

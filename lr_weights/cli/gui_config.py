@@ -17,6 +17,16 @@ v26.0.0 (the same rule in every era, unless noted):
   sd-scripts. We strip the spaces and use the conv_block_* names.
 - LyCORIS types go to `lycoris.kohya`, which has no block LRs; they convert to
   `lr_weights.lycoris` with their block fields (lr_weights/cli/gui_lycoris.py).
+- v26's DiT types (lora_gui.py train_model): "Flux1" -> `networks.lora_flux` with img_attn_dim,
+  img_mlp_dim, img_mod_dim, single_dim, txt_attn_dim, txt_mlp_dim, txt_mod_dim, single_mod_dim,
+  in_dims, train_double_block_indices, train_single_block_indices (truthy ones, in that order),
+  ggpo_beta / ggpo_sigma when train_lora_ggpo, train_blocks=single when split_mode, split_qkv=True,
+  train_t5xxl=True (with flux1_checkbox); "Anima" -> `networks.lora_anima` and "HunyuanImage-2.1"
+  -> `networks.lora_hunyuan_image` with nothing of their own. All three then add rank_dropout /
+  module_dropout when > 0, and the LoRA+ ratios. The GUI shows its SD-shaped block panel
+  (down/mid/up_lr_weight, block_dims, ...) for these types and drops what is typed there; we say so
+  in a note and point to the family's own args. They train with flux_train_network.py,
+  anima_train_network.py and hunyuan_image_train_network.py.
 A key missing from a file takes the GUI's default (LoRA_type Standard, network_dim 8,
 network_alpha 1, conv_dim 1, conv_alpha 1, unit 1; block fields "").
 """
@@ -29,6 +39,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
 
+from lr_weights.archs import ANIMA, FLUX, HUNYUAN_IMAGE
 from lr_weights.archs.blocks import SD, SDXL, Architecture
 from lr_weights.errors import NetworkArgError
 from lr_weights.args.lbw import format_number
@@ -56,6 +67,27 @@ LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_e
 _DYLORA_ONLY = ("conv_dim", "conv_alpha", "unit")
 _GUI_ALIASES = {"conv_block_dims": "conv_dims", "conv_block_alphas": "conv_alphas"}
 _INT_KEYS = ("conv_dim", "unit", "network_dim")
+# v26's DiT LoRA types: (our module, architecture, training script).
+DIT_TYPES = {
+    "Flux1": ("lr_weights.flux", FLUX, "flux_train_network.py"),
+    "Anima": ("lr_weights.anima", ANIMA, "anima_train_network.py"),
+    "HunyuanImage-2.1": ("lr_weights.hunyuan_image", HUNYUAN_IMAGE, "hunyuan_image_train_network.py"),
+}
+FLUX1_GUI_KEYS = (
+    "img_attn_dim",
+    "img_mlp_dim",
+    "img_mod_dim",
+    "single_dim",
+    "txt_attn_dim",
+    "txt_mlp_dim",
+    "txt_mod_dim",
+    "single_mod_dim",
+    "in_dims",
+    "train_double_block_indices",
+    "train_single_block_indices",
+)
+# The GUI's SD-shaped block panel, shown for the DiT types too and dropped there.
+SD_BLOCK_PANEL = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold", "block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 
 
 @dataclass
@@ -106,10 +138,12 @@ def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple
 
     if lora_type in LYCORIS_GUI_TYPES:
         return "lr_weights.lycoris", lycoris_gui_network_args(config, lora_type, _clean, _truthy)
+    if lora_type in DIT_TYPES:
+        return DIT_TYPES[lora_type][0], _dit_network_args(config, lora_type)
     if lora_type not in BLOCK_LR_TYPES:
         raise ValueError(
             f"{source}: LoRA_type {lora_type!r} has no lr_weights module; block LRs need LoRA_type Standard, Kohya LoCon, "
-            f"Kohya DyLoRA or a LyCORIS type ({', '.join(sorted(LYCORIS_GUI_TYPES))}) "
+            f"Kohya DyLoRA, {', '.join(DIT_TYPES)} or a LyCORIS type ({', '.join(sorted(LYCORIS_GUI_TYPES))}) "
             "(set it in the GUI's LoRA type, or 'LoRA_type' in the JSON)"
         )
     module = BLOCK_LR_TYPES[lora_type]
@@ -132,6 +166,39 @@ def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple
         if _truthy(config.get(key, "")):
             pairs.append((key, _clean(key, config[key])))
     return module, pairs
+
+
+def _dit_network_args(config: Mapping[str, Any], lora_type: str) -> List[Tuple[str, str]]:
+    """What v26's GUI builds for Flux1 / Anima / HunyuanImage-2.1 (see the module docstring)."""
+    pairs: List[Tuple[str, str]] = []
+    if lora_type == "Flux1":
+        keys = FLUX1_GUI_KEYS + (("ggpo_beta", "ggpo_sigma") if config.get("train_lora_ggpo") is True else ())
+        pairs += [(key, _clean(key, config[key])) for key in keys if _truthy(config.get(key, ""))]
+        if config.get("split_mode") is True:
+            pairs.append(("train_blocks", "single"))
+        if config.get("split_qkv") is True:
+            pairs.append(("split_qkv", "True"))
+        if config.get("train_t5xxl") is True and config.get("flux1_checkbox") is True:
+            pairs.append(("train_t5xxl", "True"))
+    for key in ("rank_dropout", "module_dropout"):
+        value = config.get(key, "")
+        if _truthy(value) and float(value) > 0:
+            pairs.append((key, _clean(key, value)))
+    pairs += [(key, _clean(key, config[key])) for key in LORAPLUS_KEYS if _truthy(config.get(key, ""))]
+    return pairs
+
+
+def _dropped_block_panel(config: Mapping[str, Any], lora_type: str, arch: Architecture) -> List[str]:
+    """A note for each SD-shaped block field typed in on a DiT type (the GUI drops them silently)."""
+    given = [f"{key}={_clean(key, config[key])}" for key in SD_BLOCK_PANEL if _truthy(config.get(key, ""))]
+    if not given:
+        return []
+    ours = ", ".join(arch.lr_weight_keys)
+    return [
+        f"the GUI's block panel has {' '.join(given)}, which {lora_type} does not read (the GUI drops it, and so does this "
+        f"conversion: the down/mid/up blocks are SD's U-Net). {arch.title}'s block weights are {ours} (and "
+        f"block_lr_zero_threshold); `lr-weights show --arch {arch.name}` previews them; add them to network_args"
+    ]
 
 
 def _number(key: str, value: Any, source: str, kind=float):
@@ -267,9 +334,14 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
         )
     lora_type = str(gui_value(config, "LoRA_type"))
     module, pairs = gui_network_args(config, source)
-    sdxl = config.get("sdxl") is True
-    arch = SDXL if sdxl else SD
-    notes: List[str] = []
+    sdxl = config.get("sdxl") is True and lora_type not in DIT_TYPES
+    arch = DIT_TYPES[lora_type][1] if lora_type in DIT_TYPES else SDXL if sdxl else SD
+    notes: List[str] = _dropped_block_panel(config, lora_type, arch) if lora_type in DIT_TYPES else []
+    if lora_type in DIT_TYPES:
+        notes.append(
+            f"{arch.title}'s own model files and options (the GUI's {lora_type} panel: model, VAE / AE and text encoder "
+            "paths, timestep and guidance settings) are not carried over: add them to the TOML"
+        )
     table: Dict[str, Any] = {}
     for gui_key, option, kind in _OPTIONS:
         _carry(table, config, gui_key, option, kind, source)
@@ -329,7 +401,7 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
     accelerate = [f"--num_cpu_threads_per_process={_number('num_cpu_threads_per_process', config.get('num_cpu_threads_per_process', 2), source, int)}"]
     if "mixed_precision" in table:
         accelerate.append(f"--mixed_precision={table['mixed_precision']}")
-    script = "sdxl_train_network.py" if sdxl else "train_network.py"
+    script = DIT_TYPES[lora_type][2] if lora_type in DIT_TYPES else "sdxl_train_network.py" if sdxl else "train_network.py"
     if sd_scripts_dir:
         script = sd_scripts_dir.rstrip("/\\") + "/" + script
     try:

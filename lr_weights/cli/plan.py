@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from lr_weights.errors import NetworkArgError
 from lr_weights.network.table import format_block_table
+from lr_weights.archs import ARCHITECTURES
 from lr_weights.cli._util import MODEL_CHOICES, add_subcommand, captured_logs, parse_pairs, read_json, read_toml
 
 EXAMPLES = """examples:
@@ -44,6 +45,10 @@ _MODULES = {
     "networks.dylora": "lr_weights.dylora",
     "lr_weights.flux": "lr_weights.flux",
     "networks.lora_flux": "lr_weights.flux",
+    "lr_weights.anima": "lr_weights.anima",
+    "networks.lora_anima": "lr_weights.anima",
+    "lr_weights.hunyuan_image": "lr_weights.hunyuan_image",
+    "networks.lora_hunyuan_image": "lr_weights.hunyuan_image",
     "lr_weights.lycoris": "lr_weights.lycoris",
     "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
 }
@@ -51,13 +56,13 @@ _MODULES = {
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
-    parser.add_argument("--arch", choices=MODEL_CHOICES, help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev)")
+    parser.add_argument("--arch", choices=MODEL_CHOICES, help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev, anima = Anima 2B + Qwen3-0.6B, hunyuan_image = HunyuanImage-2.1)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
     parser.add_argument(
         "--network-module", "--network_module", dest="network_module",
-        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or lr_weights.flux (the default for --arch flux)",
+        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or lr_weights.flux / anima / hunyuan_image (the default for --arch flux / anima / hunyuan_image)",
     )
     parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
     parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
@@ -173,17 +178,21 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         if unset:
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
     module = settings.get("network_module")
-    if module is None and arch == "flux":
-        module = "lr_weights.flux"
+    # A DiT family has one module, its own entry point (flux: lr_weights.flux, anima: lr_weights.anima ...).
+    dit_modules = {name: a.entry_point for name, a in ARCHITECTURES.items() if a.kind == "dit"}
+    if module is None and arch in dit_modules:
+        module = dit_modules[arch]
     if module not in _MODULES:
         raise NetworkArgError(
             "network_module", module,
-            "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or lr_weights.flux for --arch flux "
-            "(networks.lora / networks.dylora / lycoris.kohya / networks.lora_flux are planned as those)",
+            "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or the family's own module for --arch "
+            f"{', '.join(dit_modules)} ({', '.join(dit_modules.values())}); networks.lora / networks.dylora / lycoris.kohya / "
+            "networks.lora_flux / lora_anima / lora_hunyuan_image are planned as those",
         )
-    if (_MODULES[module] == "lr_weights.flux") != (arch == "flux"):
+    if dit_modules.get(arch) != (_MODULES[module] if _MODULES[module] in dit_modules.values() else None):
         raise NetworkArgError(
-            "network_module", module, f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.lora / dylora / lycoris the SD family"
+            "network_module", module,
+            f"a module for {arch}: " + ", ".join(f"{m} trains {a} (--arch {a})" for a, m in dit_modules.items()) + ", lr_weights.lora / dylora / lycoris the SD family",
         )
     return arch, _MODULES[module], settings, notes
 

@@ -55,6 +55,10 @@ _KEYS = {
     "double_lr_weight": "double_lr_weight",
     "single": "single_lr_weight",
     "single_lr_weight": "single_lr_weight",
+    "block": "block_lr_weight",
+    "block_lr_weight": "block_lr_weight",
+    "llm_adapter": "llm_adapter_lr_weight",
+    "llm_adapter_lr_weight": "llm_adapter_lr_weight",
 }
 BARE = "bare spec"  # a down/up value given without a key
 
@@ -65,7 +69,7 @@ def register(subparsers) -> None:
         "specs", nargs="+", metavar="SPEC",
         help="KEY=VALUE (down, mid, up, threshold, lbw, conv_dim, or the network_args names), an LBW preset/vector, or a bare down/up spec such as sine+.25",
     )
-    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl or flux (double=, single=; default sd)")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl, flux or hunyuan_image (double=, single=), anima (block=, llm_adapter=); default sd")
     parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
     parser.add_argument("--threshold", default=None, help="block_lr_zero_threshold (a block trains only if its weight > threshold)")
     parser.add_argument("--format", choices=("table", "lbw", "sd-scripts", "json"), default="table", help="output format (default table)")
@@ -85,12 +89,15 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
                 hint = f"did you mean {close}? " if close else ""
                 raise NetworkArgError(key, value, f"a known KEY ({hint}KEY is one of {', '.join(sorted(set(_KEYS)))})")
             key = _KEYS[key.strip()]
-            if key.endswith("_lr_weight") and key not in arch.lr_weight_keys or key == "conv_dim" and arch.name == "flux":
+            if key.endswith("_lr_weight") and key not in arch.lr_weight_keys or key == "conv_dim" and arch.kind == "dit":
                 raise NetworkArgError(key, value, f"one of {', '.join(arch.lr_weight_keys)} for {arch.name.upper()} (see --arch)")
         elif arch.lbw.preset(spec.strip()) is not None or spec.count(",") + 1 in lbw_lengths(arch):
             key, value = "lbw_weights", spec
-        elif arch.name == "flux":
-            raise NetworkArgError("SPEC", spec, "KEY=VALUE for FLUX (double=..., single=..., threshold=..., lbw=...), an LBW FLUX preset (FLUXALL) or a 58/61-value vector")
+        elif arch.kind == "dit":
+            stacks = ", ".join(f"{s.name}=..." for s in arch.stacks)
+            presets = ", ".join(name for name, _ in arch.lbw.presets)
+            lengths = "/".join(map(str, lbw_lengths(arch)))
+            raise NetworkArgError("SPEC", spec, f"KEY=VALUE for {arch.title} ({stacks}, threshold=..., lbw=...), an LBW preset ({presets}) or a {lengths}-value vector")
         else:
             key, value = BARE, spec
             try:
@@ -231,7 +238,7 @@ def plot_blocks(path: str, arch: Architecture, table: List[dict], unet_lr: Optio
         values, ylabel, what = [r["weight"] for r in table], "LR weight (x unet_lr)", "LR weights"
     else:
         values, ylabel, what = [unet_lr * r["weight"] for r in table], "effective U-Net LR", f"LRs at unet_lr {unet_lr:g}"
-    save_bar_chart(path, [r["block"] for r in table], [("weight", values)], f"{arch.name.upper()} block {what}", ylabel, size, xlabel="U-Net block" if arch.name != "flux" else "FLUX block", kinds=kinds)
+    save_bar_chart(path, [r["block"] for r in table], [("weight", values)], f"{arch.name.upper()} block {what}", ylabel, size, xlabel="U-Net block" if arch.kind != "dit" else f"{arch.title} block", kinds=kinds)
 
 
 def run(args: argparse.Namespace) -> int:

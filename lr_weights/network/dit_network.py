@@ -27,6 +27,7 @@ from lr_weights.archs.base import Architecture
 from lr_weights.adapters.split import SplitLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
+from lr_weights.network.dit_plan import regex_matches
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan
 from lr_weights.network.param_groups import ParamGroup, check_learning_rates, encoder_lr
 from lr_weights.args.settings import TrainingOptions
@@ -76,6 +77,12 @@ class DiTLoRANetwork(LoRANetwork):
             if encoder.trained_by is not None:
                 setattr(self, encoder.trained_by, any(m.lora_name.startswith(encoder.prefix + "_") for m in self.text_encoder_loras))
         self.train_blocks = arch.dit.train_blocks_values[0] if settings is None else settings.train_blocks
+        # lora_anima's block flag (train_llm_adapter) as its network has it: the setting, or from weights
+        # whether any module of those classes exists.
+        for key, _ in arch.dit.flag_block_classes:
+            setattr(self, key, settings.flag_values[key] if settings is not None else None)
+        # The dotted module path of each module, for families whose regexes read it (Anima).
+        self._module_paths = {plan.target.lora_name: plan.target.path for plan in plans}
 
         # upstream's attributes for the LoRA+ ratios, as given (set_loraplus_lr_ratio keeps them)
         self.loraplus_lr_ratio: Optional[float] = None
@@ -121,10 +128,17 @@ class DiTLoRANetwork(LoRANetwork):
             lr = encoder_lr(te_lrs[number - 1], None, weights.get(encoder.label, options.text_encoder_lr_weight))
             logger.info("Text Encoder %d (%s): %d modules, LR %s", number, encoder.title, len(modules), lr)
             te_scopes.append((f"textencoder {number}", [(f"textencoder {number}", modules, lr)]))
-        return self._groups(te_scopes, unet_lr, default_lr, self._block_description, self.reg_lrs, unet_lr_required=False)
+        return self._groups(
+            te_scopes, unet_lr, default_lr, self._block_description, self.reg_lrs, unet_lr_required=False,
+            reg_match=self._reg_match, reg_order=self.arch.dit.reg_group_order,
+        )
 
     def _block_description(self, block: int) -> str:
         return f"unet {self.arch.block_name(block)}" if block >= 0 else "unet"
+
+    def _reg_match(self, pattern: str, module) -> bool:
+        """network_reg_lrs as the family's upstream matches it (archs/dit.py regex_subject)."""
+        return regex_matches(self.arch, pattern, module.lora_name, self._module_paths.get(module.lora_name, ""))
 
     # ---- files: split_qkv modules are stored merged ------------------------------------------
 

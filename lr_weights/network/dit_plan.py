@@ -38,7 +38,10 @@ def find_dit_targets(
 ) -> Tuple[List[Target], List[Target], List[Tuple[int, Target]]]:
     """(text-encoder targets, block targets, [(in-layer position, target)]) in creation order."""
     te = dit_text_encoder_targets(list(text_encoders or []), arch, settings.flag_values)
-    blocks = block_targets(model, arch, arch.dit.block_classes(settings.train_blocks))
+    blocks = block_targets(model, arch, arch.dit.block_classes(settings.train_blocks, settings.flag_values))
+    if arch.dit.path_filter is not None:  # upstream filters the text encoders' layers too
+        te = [t for t in te if _kept_by_path_filter(settings, t)]
+        blocks = [t for t in blocks if _kept_by_path_filter(settings, t)]
     inputs: List[Tuple[int, Target]] = []
     if settings.in_dims is not None:
         for position, name_filter in enumerate(arch.dit.in_filters):
@@ -46,9 +49,25 @@ def find_dit_targets(
     return te, blocks, inputs
 
 
-def _regex_dim(settings: DiTSettings, lora_name: str) -> Optional[int]:
+def _kept_by_path_filter(settings: DiTSettings, target: Target) -> bool:
+    """lora_anima: left out when an exclude fullmatches the module path and no include does."""
+    excluded = any(re.fullmatch(p, target.path) for p in settings.exclude_patterns)
+    if excluded and settings.verbose and not any(re.fullmatch(p, target.path) for p in settings.include_patterns):
+        logger.info("exclude: %s", target.path)
+    return not excluded or any(re.fullmatch(p, target.path) for p in settings.include_patterns)
+
+
+def regex_matches(arch: Architecture, pattern: str, lora_name: str, path: str) -> bool:
+    """Whether a network_reg_dims / network_reg_lrs regex names a layer, as the family's upstream
+    matches it (archs/dit.py regex_subject)."""
+    if arch.dit.regex_subject == "module_path":
+        return re.fullmatch(pattern, path) is not None
+    return re.search(pattern, lora_name) is not None
+
+
+def _regex_dim(settings: DiTSettings, target: Target) -> Optional[int]:
     for pattern, dim in settings.reg_dims:
-        if re.search(pattern, lora_name):
+        if regex_matches(settings.arch, pattern, target.lora_name, target.path):
             return dim
     return None
 
@@ -56,7 +75,7 @@ def _regex_dim(settings: DiTSettings, lora_name: str) -> Optional[int]:
 def _dim_of(settings: DiTSettings, target: Target, default_dim: int, default_alpha: float, default_key: str) -> Tuple[int, float, str]:
     """(dim, alpha, the arg that decided the dim) of one flow-model layer, upstream's precedence."""
     name = target.lora_name
-    reg = _regex_dim(settings, name)
+    reg = _regex_dim(settings, target)
     if reg is not None:
         return reg, settings.alpha, "network_reg_dims"
     dim, key = default_dim, default_key
@@ -75,7 +94,7 @@ def plan_dit(settings: DiTSettings, te_targets: Sequence[Target], block_targets:
     for target in te_targets:
         if settings.text_encoder_weight(arch.text_encoder_label(target.lora_name)) == 0:
             continue
-        reg = _regex_dim(settings, target.lora_name)
+        reg = _regex_dim(settings, target)
         dim, alpha, key = (reg, settings.alpha, "network_reg_dims") if reg is not None else (settings.dim, settings.alpha, "network_dim")
         if dim:
             plans.append((ModulePlan(target, dim, alpha), key))

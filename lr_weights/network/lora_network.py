@@ -265,8 +265,10 @@ class LoRANetwork(nn.Module):
             ]
         return self._groups(te_scopes, unet_lr, default_lr, lambda block: f"unet_block{block}")
 
-    def _groups(self, te_scopes: List[Scope], unet_lr, default_lr, describe, reg_lrs=(), unet_lr_required: bool = True) -> List[ParamGroup]:
-        """Text-encoder scopes (each with the text-encoder LoRA+ ratio) and the U-Net's parts -> groups."""
+    def _groups(self, te_scopes: List[Scope], unet_lr, default_lr, describe, reg_lrs=(), unet_lr_required: bool = True, reg_match=None, reg_order: str = "sorted") -> List[ParamGroup]:
+        """Text-encoder scopes (each with the text-encoder LoRA+ ratio) and the U-Net's parts -> groups
+        (`reg_match`, `reg_order`: how network_reg_lrs regexes name modules and order their groups,
+        param_groups.scoped_groups)."""
         options = self.options
         scopes = [(stem, parts, options.loraplus_text_encoder_ratio) for stem, parts in te_scopes]
         if self.unet_loras:
@@ -275,7 +277,7 @@ class LoRANetwork(nn.Module):
                 raise NetworkArgError("unet_lr", None, "a U-Net learning rate (--unet_lr or --learning_rate) for block LR weights to scale")
             parts = unet_parts(self.unet_loras, [self.block_of(m) for m in self.unet_loras], options.block_lr_weights, base_lr, describe)
             scopes.append(("unet", parts, options.loraplus_unet_ratio))
-        groups = scoped_groups(scopes, reg_lrs)
+        groups = scoped_groups(scopes, reg_lrs, reg_match, reg_order)
         return merge_param_groups(groups) if options.merge_lr_groups else groups
 
     def prepare_network(self, args) -> None:

@@ -97,10 +97,13 @@ def unet_parts(
     return block_parts(modules, blocks, block_lr_weights, base_lr, describe)
 
 
-def scoped_groups(scopes: Sequence[Scope], reg_lrs: Sequence[Tuple[str, float]] = ()) -> List[ParamGroup]:
+def scoped_groups(scopes: Sequence[Scope], reg_lrs: Sequence[Tuple[str, float]] = (), match=None, order: str = "sorted") -> List[ParamGroup]:
     """The groups of each scope in order. Within a scope, modules a `network_reg_lrs` regex matches
-    (first match wins) go to `<stem> reg_lr_<i>` groups at that absolute LR, before the others (as
-    upstream lora_flux, ordered as it sorts the group names); the rest stay in their part's group."""
+    (first match wins) go to `<stem> reg_lr_<i>` groups at that absolute LR, before the others; the
+    rest stay in their part's group. As upstream lora_flux by default: a regex matches when
+    re.search finds it in the LoRA name, and the groups are ordered as it sorts their names;
+    `match(pattern, module)` and `order="first_match"` give lora_anima's way (fullmatch on the
+    module path, groups in the order modules first match)."""
     groups: List[ParamGroup] = []
     for stem, parts, plus_ratio in scopes:
         matched: Dict[int, list] = {}
@@ -108,13 +111,13 @@ def scoped_groups(scopes: Sequence[Scope], reg_lrs: Sequence[Tuple[str, float]] 
         for description, modules, lr in parts:
             unmatched = []
             for module in modules:
-                index = _regex_index(reg_lrs, module.lora_name)
+                index = _regex_index(reg_lrs, module, match)
                 if index is None:
                     unmatched.append(module)
                 else:
                     matched.setdefault(index, []).append(module)
             rest.append((description, unmatched, lr))
-        for index in sorted(matched, key=lambda i: f"reg_lr_{i}"):
+        for index in list(matched) if order == "first_match" else sorted(matched, key=lambda i: f"reg_lr_{i}"):
             groups += _split_group(f"{stem} reg_lr_{index}", matched[index], reg_lrs[index][1], plus_ratio)
         for description, modules, lr in rest:
             if modules:
@@ -122,9 +125,9 @@ def scoped_groups(scopes: Sequence[Scope], reg_lrs: Sequence[Tuple[str, float]] 
     return groups
 
 
-def _regex_index(reg_lrs: Sequence[Tuple[str, float]], lora_name: str) -> Optional[int]:
+def _regex_index(reg_lrs: Sequence[Tuple[str, float]], module, match=None) -> Optional[int]:
     for index, (pattern, _) in enumerate(reg_lrs):
-        if re.search(pattern, lora_name):
+        if match(pattern, module) if match is not None else re.search(pattern, module.lora_name):
             return index
     return None
 

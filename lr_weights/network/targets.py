@@ -7,6 +7,7 @@ layers' shapes are read, never their weights, so this works on the `meta` device
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -21,6 +22,7 @@ class Target:
     layer: nn.Module
     block: int  # sd-scripts block index; -1 for text encoders and unknown U-Net layers
     is_unet: bool
+    path: str = ""  # dotted module path under the model's root ("blocks.3.mlp.layer1"); lora_anima's regexes read it
 
     @property
     def is_conv_kxk(self) -> bool:
@@ -31,7 +33,7 @@ def _adaptable(module: nn.Module) -> bool:
     return type(module).__name__ in ("Linear", "Conv2d")
 
 
-def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, nn.Module]]:
+def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, str, nn.Module]]:
     # Upstream visits every matching container and then every Linear/Conv2d below it, in
     # named_modules() order; a layer below two matching containers is visited twice there, which
     # its duplicate-name assert forbids. We keep the order and skip a name already seen.
@@ -42,11 +44,12 @@ def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, 
         for child_name, child in module.named_modules():
             if not _adaptable(child):
                 continue
-            lora_name = ".".join(p for p in (prefix, name, child_name) if p != "").replace(".", "_")
+            path = ".".join(p for p in (name, child_name) if p != "")
+            lora_name = ".".join(p for p in (prefix, path) if p != "").replace(".", "_")
             if lora_name in seen:
                 continue
             seen.add(lora_name)
-            yield lora_name, child
+            yield lora_name, path, child
 
 
 def text_encoder_targets(text_encoders: Sequence[nn.Module], arch: Architecture) -> List[Target]:
@@ -54,8 +57,8 @@ def text_encoder_targets(text_encoders: Sequence[nn.Module], arch: Architecture)
     for prefix, encoder in zip(arch.encoder_prefixes(len(text_encoders)), text_encoders):
         if encoder is None:
             continue
-        for lora_name, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
-            targets.append(Target(lora_name, layer, -1, False))
+        for lora_name, path, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
+            targets.append(Target(lora_name, layer, -1, False, path))
     return targets
 
 
@@ -83,14 +86,16 @@ def dit_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], arch:
     flag (train_t5xxl) is off, upstream stops."""
     specs = arch.dit.text_encoders
     targets = []
+    if not specs:  # a family whose module never adapts its encoders (HunyuanImage)
+        return targets
     for index, encoder in enumerate(text_encoders):
         if encoder is None:
             continue
         spec = specs[min(index, len(specs) - 1)]
         if spec.trained_by is not None and not flags.get(spec.trained_by):
             break
-        for lora_name, layer in _walk(encoder, spec.prefix, arch.is_text_encoder_target_class):
-            targets.append(Target(lora_name, layer, -1, False))
+        for lora_name, path, layer in _walk(encoder, spec.prefix, arch.is_text_encoder_target_class):
+            targets.append(Target(lora_name, layer, -1, False, path))
     return targets
 
 
@@ -99,7 +104,7 @@ def block_targets(model: Optional[nn.Module], arch: Architecture, classes: Seque
     if model is None:
         return []
     wanted = tuple(classes)
-    return [Target(name, layer, arch.locate(name), True) for name, layer in _walk(model, arch.unet_prefix, lambda c: c in wanted)]
+    return [Target(name, layer, arch.locate(name), True, path) for name, path, layer in _walk(model, arch.unet_prefix, lambda c: c in wanted)]
 
 
 def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter: str) -> List[Target]:
@@ -112,7 +117,7 @@ def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter
             continue
         lora_name = f"{arch.unet_prefix}.{child_name}".replace(".", "_")
         if name_filter in lora_name:
-            targets.append(Target(lora_name, child, arch.locate(lora_name), True))
+            targets.append(Target(lora_name, child, arch.locate(lora_name), True, child_name))
     return targets
 
 
@@ -136,4 +141,7 @@ def blocks_with_modules(arch: Architecture, include_conv: bool) -> "frozenset":
     from lr_weights.models.reference import build_reference_model  # meta-device trees: only the CLI asks
 
     _, denoiser = build_reference_model(arch.models[0].name)
-    return frozenset(t.block for t in unet_targets(denoiser, arch, include_conv) if t.block >= 0)
+    targets = unet_targets(denoiser, arch, include_conv)
+    if arch.dit is not None and arch.dit.path_filter is not None:  # Anima: what upstream's default exclude leaves
+        targets = [t for t in targets if re.fullmatch(arch.dit.path_filter.default_exclude, t.path) is None]
+    return frozenset(t.block for t in targets if t.block >= 0)

@@ -9,11 +9,7 @@ deliberately differs (docs/flux.md), the test says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +19,8 @@ import torch
 from lr_weights import flux as lora_flux
 from lr_weights.errors import NetworkArgError
 from lr_weights.models.skeleton import build_from_skeleton
+
+from tests.dit_figures import SKIP_OTHER_CPU, assert_file_matches, lrs_by_name, replay_init, sha256, upstream_lrs_by_name
 
 FIGURES = Path(__file__).resolve().parents[1] / "fixtures" / "upstream" / "flux"
 CASES = sorted(p.stem for p in (FIGURES / "cases").glob("*.json"))
@@ -55,10 +53,6 @@ def create(spec: dict):
     return network
 
 
-def sha256(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().float().contiguous().numpy().tobytes()).hexdigest()
-
-
 @lru_cache(maxsize=None)
 def built(slug: str):
     spec = case(slug)
@@ -73,36 +67,11 @@ def expected(slug: str) -> dict:
 
 @lru_cache(maxsize=None)
 def replayed_init(slug: str) -> tuple:
-    """The initial lora_down hashes upstream's calls give on THIS machine: for each recorded module
-    in order, nn.Linear(in, dim) and nn.Linear(dim, out) are constructed (each draws its own init),
-    then kaiming_uniform_(a=sqrt(5)) on the down (and, with GGPO, one randperm over the base
-    layer's rows). The uniform kernels differ between CPU capabilities (ATEN_CPU_CAPABILITY), so
-    the recorded hashes hold on CPUs like the recording one; the replay holds on every CPU."""
-    spec = case(SAME_AS.get(slug, slug))
-    ggpo = "ggpo_beta" in spec["network_args"] and "ggpo_sigma" in spec["network_args"]
-    torch.manual_seed(spec["seed"])
-    hashes = []
-    for module in spec["result"]["modules"]:
-        assert "split_dims" not in module  # upstream crashes on split_qkv at this width: no such case
-        dim, n_in = module["down_shape"]
-        n_out = module["up_shape"][0]
-        down = torch.nn.Linear(n_in, dim, bias=False)
-        torch.nn.Linear(dim, n_out, bias=False)
-        torch.nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
-        if ggpo:
-            torch.randperm(n_out)
-        hashes.append(sha256(down.weight))
-    return tuple(hashes)
+    return replay_init(case(SAME_AS.get(slug, slug)))
 
 
 def recorded_draws_hold_here(slug: str) -> bool:
     return list(replayed_init(slug)) == [m["down_sha256"] for m in expected(slug)["modules"]]
-
-
-SKIP_OTHER_CPU = (
-    "this CPU's uniform kernels (ATEN_CPU_CAPABILITY) draw other values from the same seed than the recording "
-    "machine's; same-seed equality is checked against the in-process replay of upstream's init calls instead"
-)
 
 
 @pytest.mark.parametrize("slug", CASES)
@@ -146,23 +115,7 @@ def test_state_dict_and_file_match(slug):
     if not recorded_draws_hold_here(slug):
         pytest.skip(SKIP_OTHER_CPU)
     _, network, _, _ = built(slug)
-    result = expected(slug)
-    state = network.state_dict()
-    digest = hashlib.sha256()
-    for key, value in state.items():
-        digest.update(key.encode("utf-8"))
-        digest.update(value.detach().float().contiguous().numpy().tobytes())
-    assert len(state) == result["state_dict"]["n_keys"] and digest.hexdigest() == result["state_dict"]["sha256_all"]
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "lora.safetensors")
-        network.save_weights(path, None, {})
-        from safetensors import safe_open
-
-        with safe_open(path, "pt") as handle:
-            metadata = handle.metadata()
-            assert len(list(handle.keys())) == result["saved_file"]["n_keys"]
-    for key in ("sshs_model_hash", "sshs_legacy_hash"):
-        assert metadata[key] == result["saved_file"]["metadata"][key]
+    assert_file_matches(network, expected(slug))
 
 
 @pytest.mark.parametrize("slug", CASES)
@@ -170,17 +123,6 @@ def test_host_attributes(slug):
     _, network, _, _ = built(slug)
     for key, value in expected(slug)["host_attributes"].items():
         assert getattr(network, key) == value, key
-
-
-def lrs_by_name(network, groups) -> dict:
-    names = {id(p): n for n, p in network.named_parameters()}
-    return {names[id(p)]: g["lr"] for g in groups for p in g["params"]}
-
-
-def upstream_lrs_by_name(result: dict) -> dict:
-    """Upstream's parameter list is, per module in creation order, lora_down.weight then lora_up.weight."""
-    names = [f"{m['name']}.{part}.weight" for m in result["modules"] for part in ("lora_down", "lora_up")]
-    return {names[i]: g["lr"] for g in result["groups"] for first, last in g["param_index_ranges"] for i in range(first, last + 1)}
 
 
 def test_block_weights_equal_upstreams_per_block_regex_lrs():

@@ -11,9 +11,9 @@ def test_stacks_tile_the_flat_list_without_overlap(arch):
     covered = [i for stack in arch.stacks for i in range(stack.start, stack.stop)]
     assert len(covered) == len(set(covered))
     assert all(0 <= i < arch.num_blocks for i in covered)
-    # Blocks outside every stack are upstream's fixed entries (SDXL EMB/FINAL, FLUX IN/OUT).
+    # Blocks outside every stack are upstream's fixed entries (SDXL EMB/FINAL, FLUX and Anima IN/OUT).
     outside = sorted(set(range(arch.num_blocks)) - set(covered))
-    assert {"sd": [], "sdxl": [0, 22], "flux": [0, 58]}[arch.name] == outside
+    assert {"sd": [], "sdxl": [0, 22], "flux": [0, 58], "anima": [0, 35], "hunyuan_image": []}[arch.name] == outside
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
