@@ -59,6 +59,8 @@ _KEYS = {
     "block_lr_weight": "block_lr_weight",
     "llm_adapter": "llm_adapter_lr_weight",
     "llm_adapter_lr_weight": "llm_adapter_lr_weight",
+    # Anima's llm_adapter blocks get modules only with this upstream arg, as in training.
+    "train_llm_adapter": "train_llm_adapter",
 }
 BARE = "bare spec"  # a down/up value given without a key
 

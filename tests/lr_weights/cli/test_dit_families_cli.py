@@ -18,7 +18,10 @@ UPSTREAM = Path(__file__).resolve().parents[2] / "fixtures" / "upstream"
 
 
 def test_show_anima_stacks_threshold_and_lrs(cli):
-    result = cli("show", "--arch", "anima", "block=sine+.25", "llm_adapter=0.5", "threshold=0.3", "--unet-lr", "1e-4", "--format", "json")
+    # llm_adapter weights without train_llm_adapter are refused, as lr_weights.anima refuses them
+    refused = cli("show", "--arch", "anima", "block=sine+.25", "llm_adapter=0.5")
+    assert refused.code == 2 and "train_llm_adapter" in refused.err
+    result = cli("show", "--arch", "anima", "block=sine+.25", "llm_adapter=0.5", "train_llm_adapter=true", "threshold=0.3", "--unet-lr", "1e-4", "--format", "json")
     assert result.code == 0, result.err
     rows = {r["block"]: r for r in json.loads(result.out)["blocks"]}
     assert rows["A03"]["weight"] == 0.5 and rows["B00"]["status"] == "pruned"  # sine starts at 0 + .25 <= 0.3
