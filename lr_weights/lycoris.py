@@ -265,11 +265,11 @@ def create_network_from_weights(
     wanted = set(module_names(list(weights_sd)))
     layers = []
     encoders = as_text_encoder_list(text_encoder)
-    for prefix, encoder in zip(text_encoder_prefixes(len(encoders)), encoders):
+    for prefix, encoder in zip(text_encoder_prefixes(arch, len(encoders)), encoders):
         if encoder is not None:
             layers += [(f"{prefix}_{name}".replace(".", "_"), layer, False) for name, layer in encoder.named_modules()]
     if unet is not None:
-        layers += [(f"lora_unet_{name}".replace(".", "_"), layer, True) for name, layer in unet.named_modules()]
+        layers += [(f"{arch.unet_prefix}_{name}".replace(".", "_"), layer, True) for name, layer in unet.named_modules()]
     plans, modules = [], {}
     for lora_name, layer, is_unet in layers:
         if lora_name not in wanted or lora_name in modules:

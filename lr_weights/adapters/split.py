@@ -1,10 +1,10 @@
-"""The FLUX adapter: lr_weights' LoRA module plus what upstream lora_flux adds to it.
+"""The DiT kind's adapter: lr_weights' LoRA module plus what upstream lora_flux adds to it.
 
-- split_qkv: a fused qkv (double blocks) or qkv+mlp (single blocks' linear1) Linear gets one
-  rank-`dim` LoRA per part, as diffusers splits those layers. The part sizes come from the layer's
-  shape (upstream hard-codes FLUX.1's 3072/12288, so it breaks on any other width). Parameters
-  are `lora_down.<i>.weight` / `lora_up.<i>.weight`; the network saves them merged (see
-  flux_network.py).
+- split_qkv: a fused Linear a family's split rule names (FLUX: qkv in double blocks, qkv+mlp in
+  single blocks' linear1) gets one rank-`dim` LoRA per part, as diffusers splits those layers. The
+  part sizes come from the layer's shape (upstream hard-codes FLUX.1's 3072/12288, so it breaks on
+  any other width). Parameters are `lora_down.<i>.weight` / `lora_up.<i>.weight`; the network
+  saves them merged (see dit_network.py).
 - GGPO (ggpo_beta + ggpo_sigma): the weight/grad-norm caches and the weight perturbation of the
   forward in training, drawn exactly where upstream draws them (creation: one randperm per module
   for the norm estimate; forward: one randn of the base weight's shape once both norms are known).
@@ -21,35 +21,37 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from lr_weights.archs.dit import SplitRule
 from lr_weights.adapters.fused import split_lora_linear
 from lr_weights.adapters.lora import LoRAModule
 
 logger = logging.getLogger(__name__)
 
 
-def qkv_split_dims(lora_name: str, layer: nn.Module) -> Optional[Tuple[int, ...]]:
-    """The output parts of a fused layer split_qkv splits, from its shape; None for other layers.
+def split_dims(rule: Optional[SplitRule], lora_name: str, layer: nn.Module) -> Optional[Tuple[int, ...]]:
+    """The output parts split_qkv cuts a fused Linear into, by `rule` and the layer's own shape;
+    None for a layer no rule names or that is not a Linear.
 
-    Double blocks' `*_attn_qkv` (out = 3 x hidden): three parts. Single blocks' `linear1`
-    (in = hidden, out = 3 x hidden + mlp): q, k, v and the MLP input. Same name tests as upstream.
+    "equal" (FLUX double blocks' `*_attn_qkv`, out = 3 x hidden): equal parts. "qkv+rest" (single
+    blocks' `linear1`, in = hidden, out = 3 x hidden + mlp): q, k, v and the MLP input.
     """
-    if type(layer).__name__ != "Linear":
+    if rule is None or type(layer).__name__ != "Linear":
         return None
     out_features, in_features = layer.out_features, layer.in_features
-    if "double" in lora_name and "qkv" in lora_name:
-        if out_features % 3:
-            raise ValueError(f"split_qkv: {lora_name} has {out_features} outputs, not three equal q, k, v parts")
-        return (out_features // 3,) * 3
-    if "single" in lora_name and "linear1" in lora_name:
-        mlp = out_features - 3 * in_features
-        if mlp <= 0:
+    if rule.form == "equal":
+        if out_features % rule.parts:
+            raise ValueError(f"split_qkv: {lora_name} has {out_features} outputs, not {rule.parts} equal parts")
+        return (out_features // rule.parts,) * rule.parts
+    if rule.form == "qkv+rest":
+        rest = out_features - 3 * in_features
+        if rest <= 0:
             raise ValueError(f"split_qkv: {lora_name} ({in_features} -> {out_features}) is not q, k, v ({in_features} each) plus an MLP input")
-        return (in_features,) * 3 + (mlp,)
-    return None
+        return (in_features,) * 3 + (rest,)
+    raise ValueError(f"split_qkv: unknown split form {rule.form!r} for {lora_name}")
 
 
-class FluxLoRAModule(LoRAModule):
-    """LoRAModule with upstream lora_flux's split_qkv and GGPO."""
+class SplitLoRAModule(LoRAModule):
+    """LoRAModule with upstream lora_flux's split_qkv and GGPO (the DiT kind's adapter)."""
 
     def __init__(
         self,

@@ -19,8 +19,11 @@ Vocabulary:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
+
+from lr_weights.archs.dit import DiTLayout
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,26 @@ class Architecture:
     unet_prefix: str = "lora_unet"
     # lora-name prefix of each text encoder -> its label in tables and LBW ("lora_te1_" -> "TE1").
     text_encoder_prefixes: Tuple[Tuple[str, str], ...] = (("lora_te_", "TE"),)
-    # Class names whose Linear/Conv2d children get adapters.
+    # Class names whose Linear/Conv2d children get adapters (U-Net kind: conv classes with LoCon).
     unet_target_classes: Tuple[str, ...] = ()
+    unet_conv_target_classes: Tuple[str, ...] = ()
     text_encoder_target_classes: Tuple[str, ...] = ()
+    # Classes that count as text-encoder targets too (regex, full match): newer transformers add
+    # attention classes with the same role (CLIPSdpaAttention, CLIPFlashAttention2).
+    text_encoder_class_pattern: Optional[str] = None
     entry_point: str = "lr_weights.lora"
+    # The DiT kind's layout (archs/dit.py); None for the U-Net kind (SD, SDXL).
+    dit: Optional[DiTLayout] = None
+
+    @property
+    def kind(self) -> str:
+        """"dit" (stacks of transformer blocks, lora_flux's pattern) or "unet" (sd-scripts' lora.py)."""
+        return "unet" if self.dit is None else "dit"
+
+    def is_text_encoder_target_class(self, class_name: str) -> bool:
+        if class_name in self.text_encoder_target_classes:
+            return True
+        return self.text_encoder_class_pattern is not None and re.fullmatch(self.text_encoder_class_pattern, class_name) is not None
 
     # ---- blocks ------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder
+from lr_weights.archs.sd import CLIP_ATTENTION
 
 NUM_DOUBLE = 19
 NUM_SINGLE = 38
@@ -66,43 +68,49 @@ def locate(lora_name: str) -> int:
     return -1
 
 
-FLUX_KEYS = (
-    "double_lr_weight",
-    "single_lr_weight",
-    "double_block_dims",
-    "double_block_alphas",
-    "single_block_dims",
-    "single_block_alphas",
-    # upstream lora_flux's own args
-    "train_blocks",
-    "train_double_block_indices",
-    "train_single_block_indices",
-    "split_qkv",
-    "img_attn_dim",
-    "txt_attn_dim",
-    "img_mlp_dim",
-    "txt_mlp_dim",
-    "img_mod_dim",
-    "txt_mod_dim",
-    "single_dim",
-    "single_mod_dim",
-    "in_dims",
-    "network_reg_dims",
-    "network_reg_lrs",
-    "train_t5xxl",
-    "ggpo_beta",
-    "ggpo_sigma",
-    "verbose",
+# What lora_flux reads off the model (archs/dit.py says what each field means).
+TEXT_ENCODERS = (
+    TextEncoder("lora_te1", "TE1", "CLIP-L"),
+    TextEncoder("lora_te3", "TE3", "T5XXL", trained_by="train_t5xxl"),  # ComfyUI's names
 )
+LAYOUT = DiTLayout(
+    train_blocks=(
+        ("all", ("DoubleStreamBlock", "SingleStreamBlock")),
+        ("double", ("DoubleStreamBlock",)),
+        ("single", ("SingleStreamBlock",)),
+    ),
+    # upstream's type_dims, in its order of precedence (the first that matches a name wins)
+    component_dims=(
+        ("img_attn_dim", ("img_attn",)),
+        ("txt_attn_dim", ("txt_attn",)),
+        ("img_mlp_dim", ("img_mlp",)),
+        ("txt_mlp_dim", ("txt_mlp",)),
+        ("img_mod_dim", ("img_mod",)),
+        ("txt_mod_dim", ("txt_mod",)),
+        ("single_dim", ("single_blocks", "linear")),
+        ("single_mod_dim", ("modulation",)),
+    ),
+    in_dims_key="in_dims",
+    in_layers=tuple(zip(("img", "time", "vector", "guidance", "txt"), IN_FILTERS)),
+    block_selections=(("train_double_block_indices", "double"), ("train_single_block_indices", "single")),
+    # double blocks' img/txt_attn.qkv: q, k, v; single blocks' linear1: q, k, v and the MLP input
+    split_rules=(SplitRule(("double", "qkv"), "equal", 3), SplitRule(("single", "linear1"), "qkv+rest")),
+    text_encoders=TEXT_ENCODERS,
+    no_effect_keys=("conv_dim", "conv_alpha"),
+    no_effect_reason="FLUX has no k x k convs (upstream lora_flux reads it and ignores it too)",
+    upstream_keys=("split_qkv", "network_reg_dims", "network_reg_lrs", "ggpo_beta", "ggpo_sigma", "verbose"),
+)
+STACKS = (
+    Stack("double", "double_lr_weight", 1, NUM_DOUBLE, dims_key="double_block_dims", alphas_key="double_block_alphas"),
+    Stack("single", "single_lr_weight", 1 + NUM_DOUBLE, NUM_SINGLE, dims_key="single_block_dims", alphas_key="single_block_alphas"),
+)
+FLUX_KEYS = LAYOUT.own_keys(STACKS)
 
 FLUX = Architecture(
     name="flux",
     title="FLUX.1",
     block_names=NAMES,
-    stacks=(
-        Stack("double", "double_lr_weight", 1, NUM_DOUBLE, dims_key="double_block_dims", alphas_key="double_block_alphas"),
-        Stack("single", "single_lr_weight", 1 + NUM_DOUBLE, NUM_SINGLE, dims_key="single_block_dims", alphas_key="single_block_alphas"),
-    ),
+    stacks=STACKS,
     moduleless=(OUT_BLOCK,),
     lbw=LBWVocabulary(
         forms=(INSPIRE_FLUX, LBW_FLUX),
@@ -113,8 +121,10 @@ FLUX = Architecture(
     ),
     locate=locate,
     own_keys=FLUX_KEYS,
-    text_encoder_prefixes=(("lora_te1_", "TE1"), ("lora_te3_", "TE3")),
-    unet_target_classes=("DoubleStreamBlock", "SingleStreamBlock"),
+    text_encoder_prefixes=tuple((f"{e.prefix}_", e.label) for e in TEXT_ENCODERS),
+    unet_target_classes=LAYOUT.all_block_classes,
     text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
+    text_encoder_class_pattern=CLIP_ATTENTION,
     entry_point="lr_weights.flux",
+    dit=LAYOUT,
 )

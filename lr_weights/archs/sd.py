@@ -43,6 +43,8 @@ def locate(lora_name: str) -> int:
     return -1
 
 
+# Any CLIP*Attention: newer transformers add attention classes with CLIPAttention's role.
+CLIP_ATTENTION = r"CLIP.*Attention"
 SD_BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 
 SD = Architecture(
@@ -67,5 +69,7 @@ SD = Architecture(
     + SD_BLOCK_LIST_KEYS,
     text_encoder_prefixes=(("lora_te1_", "TE1"), ("lora_te2_", "TE2"), ("lora_te_", "TE")),
     unet_target_classes=("Transformer2DModel",),
+    unet_conv_target_classes=("ResnetBlock2D", "Downsample2D", "Upsample2D"),
     text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP"),
+    text_encoder_class_pattern=CLIP_ATTENTION,
 )

@@ -49,5 +49,7 @@ SDXL = Architecture(
     own_keys=_SD.own_keys,
     text_encoder_prefixes=_SD.text_encoder_prefixes,
     unet_target_classes=_SD.unet_target_classes,
+    unet_conv_target_classes=_SD.unet_conv_target_classes,
     text_encoder_target_classes=_SD.text_encoder_target_classes,
+    text_encoder_class_pattern=_SD.text_encoder_class_pattern,
 )

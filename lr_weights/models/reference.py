@@ -109,10 +109,10 @@ def model_of_checkpoint(path: str) -> str:
 def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset":
     """The block indices that hold at least one adapter module, found the way a network finds its
     targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
-    from lr_weights.network.targets import flux_block_targets, unet_targets
+    from lr_weights.network.targets import block_targets, unet_targets
 
     if arch.name == "flux":
         _, flux = build_reference_model("flux")
-        return frozenset(t.block for t in flux_block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
+        return frozenset(t.block for t in block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
     _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
     return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)

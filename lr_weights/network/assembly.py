@@ -38,7 +38,7 @@ def plan_network(network_dim, network_alpha, text_encoder, unet, neuron_dropout,
     arch = detect_architecture(unet)
     settings = parse_network_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
     encoders = as_text_encoder_list(text_encoder)
-    plans = plan_from_settings(settings, text_encoder_targets(encoders), unet_targets(unet, arch, settings.trains_conv))
+    plans = plan_from_settings(settings, text_encoder_targets(encoders, arch), unet_targets(unet, arch, settings.trains_conv))
     return NetworkPlan(arch, settings.options, plans, dict(kwargs), settings)
 
 
@@ -57,7 +57,7 @@ def plan_network_from_weights(file, text_encoder, unet, weights_sd, for_inferenc
     if for_inference:
         options = TrainingOptions(block_lr_weights=options.block_lr_weights)
     encoders = as_text_encoder_list(text_encoder)
-    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders), unet_targets(unet, arch, include_conv=True))
+    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders, arch), unet_targets(unet, arch, include_conv=True))
     if unmatched:
         logger.warning(
             "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",

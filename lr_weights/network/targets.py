@@ -8,23 +8,11 @@ layers' shapes are read, never their weights, so this works on the `meta` device
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
-from lr_weights.archs.blocks import LORA_PREFIX_TEXT_ENCODER, LORA_PREFIX_UNET, Architecture, block_index
-
-UNET_ATTENTION_CLASSES = ("Transformer2DModel",)
-UNET_CONV_CLASSES = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
-TEXT_ENCODER_CLASSES = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
-
-
-def is_text_encoder_target_class(class_name: str) -> bool:
-    """CLIP attention and MLP blocks; newer transformers add attention classes with the same role
-    (CLIPSdpaAttention, CLIPFlashAttention2), so any `CLIP*Attention` counts."""
-    if class_name in TEXT_ENCODER_CLASSES:
-        return True
-    return class_name.startswith("CLIP") and class_name.endswith("Attention") and class_name != "CLIPAttention"
+from lr_weights.archs.base import Architecture
 
 
 @dataclass(frozen=True)
@@ -61,18 +49,18 @@ def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, 
             yield lora_name, child
 
 
-def text_encoder_prefixes(count: int) -> List[str]:
-    if count == 1:
-        return [LORA_PREFIX_TEXT_ENCODER]
-    return [f"{LORA_PREFIX_TEXT_ENCODER}{i + 1}" for i in range(count)]
+def text_encoder_prefixes(arch: Architecture, count: int) -> List[str]:
+    """U-Net kind: `lora_te` for one encoder, `lora_te1`, `lora_te2` for two (sd-scripts' lora.py)."""
+    by_label = {label: prefix.rstrip("_") for prefix, label in arch.text_encoder_prefixes}
+    return [by_label["TE"]] if count == 1 else [by_label[f"TE{i + 1}"] for i in range(count)]
 
 
-def text_encoder_targets(text_encoders: Sequence[nn.Module]) -> List[Target]:
+def text_encoder_targets(text_encoders: Sequence[nn.Module], arch: Architecture) -> List[Target]:
     targets = []
-    for prefix, encoder in zip(text_encoder_prefixes(len(text_encoders)), text_encoders):
+    for prefix, encoder in zip(text_encoder_prefixes(arch, len(text_encoders)), text_encoders):
         if encoder is None:
             continue
-        for lora_name, layer in _walk(encoder, prefix, is_text_encoder_target_class):
+        for lora_name, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
             targets.append(Target(lora_name, layer, -1, False))
     return targets
 
@@ -80,11 +68,8 @@ def text_encoder_targets(text_encoders: Sequence[nn.Module]) -> List[Target]:
 def unet_targets(unet: Optional[nn.Module], arch: Architecture, include_conv: bool) -> List[Target]:
     if unet is None:
         return []
-    classes = UNET_ATTENTION_CLASSES + (UNET_CONV_CLASSES if include_conv else ())
-    return [
-        Target(lora_name, layer, block_index(lora_name, arch), True)
-        for lora_name, layer in _walk(unet, LORA_PREFIX_UNET, lambda c: c in classes)
-    ]
+    classes = arch.unet_target_classes + (arch.unet_conv_target_classes if include_conv else ())
+    return block_targets(unet, arch, classes)
 
 
 def as_text_encoder_list(text_encoder) -> List[nn.Module]:
@@ -95,49 +80,43 @@ def as_text_encoder_list(text_encoder) -> List[nn.Module]:
     return [text_encoder]
 
 
-
-# ---- FLUX (sd-scripts networks/lora_flux.py) --------------------------------------------------
-
-FLUX_TEXT_ENCODER_CLASSES = ("T5Attention", "T5DenseGatedActDense")
-FLUX_TEXT_ENCODER_PREFIXES = ("lora_te1", "lora_te3")  # CLIP-L, T5-XXL (ComfyUI's names)
+# ---- the DiT kind (sd-scripts networks/lora_flux.py and the modules after its pattern) ----------
 
 
-def is_flux_text_encoder_target_class(class_name: str) -> bool:
-    return class_name in FLUX_TEXT_ENCODER_CLASSES or is_text_encoder_target_class(class_name)
-
-
-def flux_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], train_t5xxl: bool) -> List[Target]:
-    """CLIP-L (`lora_te1_`), then T5-XXL (`lora_te3_`) only with train_t5xxl; a None encoder
-    (Chroma has no CLIP-L) is skipped."""
+def dit_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], arch: Architecture, flags: Mapping[str, bool]) -> List[Target]:
+    """The encoders in the host's order, each under its arch prefix (FLUX: CLIP-L `lora_te1_`, T5-XXL
+    `lora_te3_`); a None encoder (Chroma has no CLIP-L) is skipped; at the first encoder whose
+    flag (train_t5xxl) is off, upstream stops."""
+    specs = arch.dit.text_encoders
     targets = []
     for index, encoder in enumerate(text_encoders):
         if encoder is None:
             continue
-        if index > 0 and not train_t5xxl:
+        spec = specs[min(index, len(specs) - 1)]
+        if spec.trained_by is not None and not flags.get(spec.trained_by):
             break
-        prefix = FLUX_TEXT_ENCODER_PREFIXES[min(index, 1)]
-        for lora_name, layer in _walk(encoder, prefix, is_flux_text_encoder_target_class):
+        for lora_name, layer in _walk(encoder, spec.prefix, arch.is_text_encoder_target_class):
             targets.append(Target(lora_name, layer, -1, False))
     return targets
 
 
-def flux_block_targets(flux: Optional[nn.Module], arch: Architecture, classes: Sequence[str]) -> List[Target]:
-    """Every Linear under the given block classes (DoubleStreamBlock, SingleStreamBlock), model order."""
-    if flux is None:
+def block_targets(model: Optional[nn.Module], arch: Architecture, classes: Sequence[str]) -> List[Target]:
+    """Every Linear/Conv2d under the given block classes, in model order, named under the arch's prefix."""
+    if model is None:
         return []
     wanted = tuple(classes)
-    return [Target(name, layer, arch.locate(name), True) for name, layer in _walk(flux, LORA_PREFIX_UNET, lambda c: c in wanted)]
+    return [Target(name, layer, arch.locate(name), True) for name, layer in _walk(model, arch.unet_prefix, lambda c: c in wanted)]
 
 
-def flux_filtered_targets(flux: Optional[nn.Module], arch: Architecture, name_filter: str) -> List[Target]:
+def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter: str) -> List[Target]:
     """Every Linear/Conv2d of the whole model whose LoRA name contains `name_filter` (upstream's in_dims search)."""
-    if flux is None:
+    if model is None:
         return []
     targets = []
-    for child_name, child in flux.named_modules():
+    for child_name, child in model.named_modules():
         if not _adaptable(child):
             continue
-        lora_name = f"{LORA_PREFIX_UNET}.{child_name}".replace(".", "_")
+        lora_name = f"{arch.unet_prefix}.{child_name}".replace(".", "_")
         if name_filter in lora_name:
             targets.append(Target(lora_name, child, arch.locate(lora_name), True))
     return targets

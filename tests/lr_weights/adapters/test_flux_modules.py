@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lr_weights.adapters.split import FluxLoRAModule, qkv_split_dims
+from lr_weights.flux import FluxLoRAModule, qkv_split_dims
 from lr_weights.adapters.perf import OpCounter, saved_activation_bytes
 
 from tests.tolerances import abs_linear, assert_within, fp_tolerance, reduction_length

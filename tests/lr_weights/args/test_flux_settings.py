@@ -7,7 +7,8 @@ import pytest
 
 from lr_weights.archs import FLUX
 from lr_weights.errors import NetworkArgError
-from lr_weights.args.flux_settings import parse_block_selection, parse_flux_settings
+from lr_weights.args.dit_settings import parse_block_selection
+from lr_weights.flux import parse_flux_settings
 from lr_weights.args.lbw import lbw_vector, parse_lbw
 from lr_weights.args.settings import parse_network_settings
 from lr_weights.archs.blocks import SD

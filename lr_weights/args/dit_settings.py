@@ -1,10 +1,12 @@
-"""FLUX network_args -> one frozen, validated settings object (the FLUX counterpart of settings.py).
+"""DiT-kind network_args -> one frozen, validated settings object (the counterpart of settings.py).
 
-Upstream `networks/lora_flux.py` args keep their meaning; where upstream asserts, crashes inside a
-list comprehension, or logs and drops a bad value, we raise a NetworkArgError naming the key and
-the value. The block-wise args (`double_lr_weight`, `single_lr_weight`, `block_lr_zero_threshold`,
+Upstream `networks/lora_flux.py` args (and those of the modules after its pattern) keep their
+meaning; which args a family has (component dims, in layers, block selections, encoder flags) is
+read from its architecture (archs/dit.py). Where upstream asserts, crashes inside a list
+comprehension, or logs and drops a bad value, we raise a NetworkArgError naming the key and the
+value. The block-wise args (`double_lr_weight`, `single_lr_weight`, `block_lr_zero_threshold`,
 `double_block_dims` ..., `lbw_weights`) go through the same parsing as SD's (settings.py,
-weights.py, lbw.py) with the FLUX architecture.
+weights.py, lbw.py) with the family's architecture.
 """
 
 from __future__ import annotations
@@ -14,28 +16,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from lr_weights.archs import FLUX
-from lr_weights.archs.flux import FLUX_KEYS, NUM_DOUBLE, NUM_SINGLE
+from lr_weights.archs.base import Architecture
 from lr_weights.errors import NetworkArgError
 from lr_weights.args.settings import DEFAULT_ALPHA, DEFAULT_DIM, TrainingOptions, check_unknown_keys, parse_alpha, parse_flag, parse_int, parse_training_options, refuse_foreign_keys
 from lr_weights.args.weights import parse_float
 
 logger = logging.getLogger(__name__)
 
-# Upstream's component dims, in its order of precedence (the first that matches a name wins), with
-# the substrings a LoRA name must all contain.
-TYPE_DIM_KEYS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("img_attn_dim", ("img_attn",)),
-    ("txt_attn_dim", ("txt_attn",)),
-    ("img_mlp_dim", ("img_mlp",)),
-    ("txt_mlp_dim", ("txt_mlp",)),
-    ("img_mod_dim", ("img_mod",)),
-    ("txt_mod_dim", ("txt_mod",)),
-    ("single_dim", ("single_blocks", "linear")),
-    ("single_mod_dim", ("modulation",)),
-)
-IN_DIM_NAMES = ("img", "time", "vector", "guidance", "txt")
-TRAIN_BLOCKS = ("all", "double", "single")
 SHARED_KEYS = (
     "dropout",
     "rank_dropout",
@@ -47,34 +34,53 @@ SHARED_KEYS = (
     "loraplus_text_encoder_lr_ratio",
     "merge_lr_groups",
 )
-# Upstream reads these, but FLUX has no k x k conv for them to act on.
-NO_EFFECT_KEYS = ("conv_dim", "conv_alpha")
-KNOWN_FLUX_KEYS = frozenset(FLUX_KEYS + SHARED_KEYS + NO_EFFECT_KEYS)
 
 
 @dataclass(frozen=True)
-class FluxSettings:
-    """Resolved settings of a FLUX LoRA network."""
+class DiTSettings:
+    """Resolved settings of a DiT-kind LoRA network (FLUX: lora_flux's args)."""
 
+    arch: Architecture
     dim: int
     alpha: float
-    train_blocks: str  # all | double | single
-    # Upstream's block selections (None = all); they prune only modules at the default dim.
-    train_double: Optional[Tuple[bool, ...]]
-    train_single: Optional[Tuple[bool, ...]]
+    train_blocks: str  # a value of arch.dit.train_blocks (FLUX: all | double | single)
+    # Upstream's block selections, one per arch.dit.block_selections (None = all); they prune
+    # only modules at the default dim.
+    selections: Tuple[Optional[Tuple[bool, ...]], ...]
     split_qkv: bool
-    train_t5xxl: bool
     verbose: bool
-    type_dims: Tuple[Optional[int], ...]  # one per TYPE_DIM_KEYS entry
-    in_dims: Optional[Tuple[int, ...]]  # img, time, vector, guidance, txt
+    flags: Tuple[Tuple[str, bool], ...]  # the encoders' on/off args (train_t5xxl), by name
+    type_dims: Tuple[Optional[int], ...]  # one per arch.dit.component_dims entry
+    in_dims: Optional[Tuple[int, ...]]  # one per arch.dit.in_layers entry
     reg_dims: Tuple[Tuple[str, int], ...]  # (regex, dim), first match wins
     reg_lrs: Tuple[Tuple[str, float], ...]  # (regex, absolute LR), first match wins
     ggpo_beta: Optional[float]
     ggpo_sigma: Optional[float]
-    # Per flat FLUX block (59) when double/single_block_dims/alphas are given, else None.
+    # Per flat block (FLUX: 59) when double/single_block_dims/alphas are given, else None.
     block_dims: Optional[Tuple[int, ...]]
     block_alphas: Optional[Tuple[float, ...]]
     options: TrainingOptions
+
+    def __getattr__(self, name: str):
+        # upstream's flag names read as attributes (settings.train_t5xxl), as its network has them
+        for key, value in self.__dict__.get("flags", ()):
+            if key == name:
+                return value
+        raise AttributeError(name)
+
+    @property
+    def flag_values(self) -> Dict[str, bool]:
+        return dict(self.flags)
+
+    def selected(self, block: int) -> bool:
+        """Whether upstream's block selection of `block`'s stack keeps it (True outside stacks)."""
+        stack = self.arch.stack_of(block)
+        if stack is None:
+            return True
+        for (_, stack_name), selection in zip(self.arch.dit.block_selections, self.selections):
+            if stack_name == stack.name and selection is not None:
+                return selection[block - stack.start]
+        return True
 
     @property
     def ggpo(self) -> bool:
@@ -124,20 +130,22 @@ def parse_block_selection(key: str, value: Any, total: int) -> Tuple[bool, ...]:
     return tuple(selected)
 
 
-def parse_in_dims(value: Any) -> Tuple[int, ...]:
+def parse_in_dims(key: str, value: Any, names: Tuple[str, ...]) -> Tuple[int, ...]:
+    """One dim per in layer (FLUX in_dims: img, time, vector, guidance, txt), `[...]` allowed."""
     text = str(value).strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
-    expected = f"5 comma-separated dims ({', '.join(IN_DIM_NAMES)}), 0 to skip one, e.g. 4,0,0,0,4"
+    example = ",".join(["4"] + ["0"] * (len(names) - 2) + ["4"])
+    expected = f"{len(names)} comma-separated dims ({', '.join(names)}), 0 to skip one, e.g. {example}"
     entries = [e.strip() for e in text.split(",")]
-    if len(entries) != len(IN_DIM_NAMES):
-        raise NetworkArgError("in_dims", value, f"{expected}; got {len(entries)} values")
+    if len(entries) != len(names):
+        raise NetworkArgError(key, value, f"{expected}; got {len(entries)} values")
     dims = []
-    for name, entry in zip(IN_DIM_NAMES, entries):
+    for name, entry in zip(names, entries):
         try:
-            dims.append(parse_int("in_dims", entry))
+            dims.append(parse_int(key, entry))
         except NetworkArgError:
-            raise NetworkArgError("in_dims", value, f"{expected}; the {name} entry is {entry!r}") from None
+            raise NetworkArgError(key, value, f"{expected}; the {name} entry is {entry!r}") from None
     return tuple(dims)
 
 
@@ -191,52 +199,53 @@ def _stack_list(key: str, value: Any, size: int, item) -> Tuple:
     return tuple(values)
 
 
-def normalise_flux_kwargs(kwargs: Mapping[str, Any]) -> Dict[str, Any]:
-    """Refuse SD-only args and likely typos; warn about args without effect or unknown."""
-    refuse_foreign_keys(kwargs, FLUX, KNOWN_FLUX_KEYS)
+def known_keys(arch: Architecture) -> frozenset:
+    return frozenset(arch.own_keys + SHARED_KEYS + arch.dit.no_effect_keys)
+
+
+def normalise_dit_kwargs(arch: Architecture, kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+    """Refuse other families' args and likely typos; warn about args without effect or unknown."""
+    known = known_keys(arch)
+    refuse_foreign_keys(kwargs, arch, known)
     args = dict(kwargs)
-    check_unknown_keys(args, KNOWN_FLUX_KEYS, "lr_weights.flux", logger)
-    for key in NO_EFFECT_KEYS:
+    check_unknown_keys(args, known, arch.entry_point, logger)
+    for key in arch.dit.no_effect_keys:
         if args.get(key) is not None:
-            logger.warning("%s=%s has no effect: FLUX has no k x k convs (upstream lora_flux reads it and ignores it too).", key, args[key])
+            logger.warning("%s=%s has no effect: %s.", key, args[key], arch.dit.no_effect_reason)
     return args
 
 
-def parse_flux_settings(network_dim: Any, network_alpha: Any, kwargs: Mapping[str, Any], neuron_dropout: Any = None) -> FluxSettings:
-    """Everything FLUX `create_network` needs, validated. Raises NetworkArgError on bad input."""
-    args = normalise_flux_kwargs(kwargs)
+def parse_dit_settings(arch: Architecture, network_dim: Any, network_alpha: Any, kwargs: Mapping[str, Any], neuron_dropout: Any = None) -> DiTSettings:
+    """Everything a DiT-kind `create_network` needs, validated. Raises NetworkArgError on bad input."""
+    layout = arch.dit
+    args = normalise_dit_kwargs(arch, kwargs)
     dim = DEFAULT_DIM if network_dim is None else parse_int("network_dim", network_dim, minimum=1)
     alpha = DEFAULT_ALPHA if network_alpha is None else parse_alpha("network_alpha", network_alpha)
 
-    train_blocks = "all" if args.get("train_blocks") is None else str(args["train_blocks"]).strip()
-    if train_blocks not in TRAIN_BLOCKS:
-        raise NetworkArgError("train_blocks", args["train_blocks"], ", ".join(TRAIN_BLOCKS))
-    train_double = None if args.get("train_double_block_indices") is None else parse_block_selection("train_double_block_indices", args["train_double_block_indices"], NUM_DOUBLE)
-    train_single = None if args.get("train_single_block_indices") is None else parse_block_selection("train_single_block_indices", args["train_single_block_indices"], NUM_SINGLE)
-    type_dims = tuple(None if args.get(key) is None else parse_int(key, args[key]) for key, _ in TYPE_DIM_KEYS)
-    in_dims = None if args.get("in_dims") is None else parse_in_dims(args["in_dims"])
+    train_blocks = layout.train_blocks_values[0] if args.get("train_blocks") is None else str(args["train_blocks"]).strip()
+    if train_blocks not in layout.train_blocks_values:
+        raise NetworkArgError("train_blocks", args["train_blocks"], ", ".join(layout.train_blocks_values))
+    selections = tuple(
+        None if args.get(key) is None else parse_block_selection(key, args[key], arch.stack(stack_name).size) for key, stack_name in layout.block_selections
+    )
+    type_dims = tuple(None if args.get(key) is None else parse_int(key, args[key]) for key, _ in layout.component_dims)
+    in_key = layout.in_dims_key
+    in_dims = None if in_key is None or args.get(in_key) is None else parse_in_dims(in_key, args[in_key], layout.in_names)
     reg_dims = () if args.get("network_reg_dims") is None else parse_regex_pairs("network_reg_dims", args["network_reg_dims"], _reg_dim)
     reg_lrs = () if args.get("network_reg_lrs") is None else parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], reg_lr)
+    ggpo = _ggpo(args)
 
-    ggpo = {}
-    for key in ("ggpo_beta", "ggpo_sigma"):
-        ggpo[key] = None if args.get(key) is None else parse_float(key, str(args[key]).strip())
-    given = [k for k, v in ggpo.items() if v is not None]
-    if len(given) == 1:
-        missing = "ggpo_sigma" if given[0] == "ggpo_beta" else "ggpo_beta"
-        raise NetworkArgError(given[0], args[given[0]], f"to be given together with {missing} (GGPO needs both; with one upstream silently trains without it)")
-
-    options = parse_training_options(FLUX, args, neuron_dropout)
-    block_dims, block_alphas = _block_dims(args, dim, alpha)
-    settings = FluxSettings(
+    options = parse_training_options(arch, args, neuron_dropout)
+    block_dims, block_alphas = _block_dims(arch, args, dim, alpha)
+    settings = DiTSettings(
+        arch=arch,
         dim=dim,
         alpha=alpha,
         train_blocks=train_blocks,
-        train_double=train_double,
-        train_single=train_single,
+        selections=selections,
         split_qkv=parse_upstream_flag("split_qkv", args.get("split_qkv")),
-        train_t5xxl=parse_upstream_flag("train_t5xxl", args.get("train_t5xxl")),
         verbose=parse_upstream_flag("verbose", args.get("verbose")),
+        flags=tuple((key, parse_upstream_flag(key, args.get(key))) for key in layout.flags),
         type_dims=type_dims,
         in_dims=in_dims,
         reg_dims=reg_dims,
@@ -251,21 +260,37 @@ def parse_flux_settings(network_dim: Any, network_alpha: Any, kwargs: Mapping[st
     return settings
 
 
-def _block_dims(args: Mapping[str, Any], dim: int, alpha: float) -> Tuple[Optional[Tuple[int, ...]], Optional[Tuple[float, ...]]]:
-    """double/single_block_dims and _alphas -> per flat block (IN and OUT keep the base values)."""
-    dims = [dim] * FLUX.num_blocks
-    alphas = [alpha] * FLUX.num_blocks
+def _ggpo(args: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    ggpo = {}
+    for key in ("ggpo_beta", "ggpo_sigma"):
+        ggpo[key] = None if args.get(key) is None else parse_float(key, str(args[key]).strip())
+    given = [k for k, v in ggpo.items() if v is not None]
+    if len(given) == 1:
+        missing = "ggpo_sigma" if given[0] == "ggpo_beta" else "ggpo_beta"
+        raise NetworkArgError(given[0], args[given[0]], f"to be given together with {missing} (GGPO needs both; with one upstream silently trains without it)")
+    return ggpo
+
+
+def _block_dims(arch: Architecture, args: Mapping[str, Any], dim: int, alpha: float) -> Tuple[Optional[Tuple[int, ...]], Optional[Tuple[float, ...]]]:
+    """<stack>_block_dims and _alphas -> per flat block (blocks outside the stacks keep the base values)."""
+    dims = [dim] * arch.num_blocks
+    alphas = [alpha] * arch.num_blocks
     any_dims = any_alphas = False
-    for stack in FLUX.stacks:
-        if args.get(stack.dims_key) is not None:
+    for stack in arch.stacks:
+        if stack.dims_key is not None and args.get(stack.dims_key) is not None:
             dims[stack.start : stack.stop] = _stack_list(stack.dims_key, args[stack.dims_key], stack.size, lambda k, e: parse_int(k, e))
             any_dims = True
-        if args.get(stack.alphas_key) is not None:
+        if stack.alphas_key is not None and args.get(stack.alphas_key) is not None:
             alphas[stack.start : stack.stop] = _stack_list(stack.alphas_key, args[stack.alphas_key], stack.size, parse_alpha)
             any_alphas = True
     return (tuple(dims) if any_dims else None), (tuple(alphas) if any_alphas else None)
 
 
-def _check_in_dims_weight(settings: FluxSettings) -> None:
-    if settings.in_dims is not None and any(settings.in_dims) and settings.block_weight(0) == 0:
-        logger.warning("in_dims=%s: the IN block has weight 0 (lbw_weights), so no in_dims modules are made.", ",".join(map(str, settings.in_dims)))
+def _check_in_dims_weight(settings: DiTSettings) -> None:
+    layout = settings.arch.dit
+    in_block = settings.arch.block_index_of(layout.in_block)
+    if settings.in_dims is not None and any(settings.in_dims) and settings.block_weight(in_block) == 0:
+        logger.warning(
+            "%s=%s: the %s block has weight 0 (lbw_weights), so no %s modules are made.",
+            layout.in_dims_key, ",".join(map(str, settings.in_dims)), layout.in_block, layout.in_dims_key,
+        )

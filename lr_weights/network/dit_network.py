@@ -1,10 +1,10 @@
-"""The FLUX network: LoRANetwork's host surface plus what upstream lora_flux's network adds.
+"""The DiT-kind network: LoRANetwork's host surface plus what upstream lora_flux's network adds.
 
 - Optimizer groups (`prepare_optimizer_params_with_multiple_te_lrs`): `--text_encoder_lr` as a list
-  (none: the default LR for both encoders, one value: both, two: CLIP-L then T5), each scaled by
-  its LBW weight (CLIP, T5). `network_reg_lrs` regexes are matched in order, the first wins, and
-  their LR is absolute: it overrides block weights as it overrides unet_lr upstream. Without
-  block weights the groups are upstream's (`textencoder 1`, `textencoder 2`, `unet`, each with
+  (none: the default LR for every encoder, one value: all, more: one each in the family's order,
+  FLUX: CLIP-L then T5), each scaled by its LBW weight (FLUX: CLIP, T5). `network_reg_lrs` regexes
+  are matched in order, the first wins, and their LR is absolute: it overrides block weights as it
+  overrides unet_lr upstream. Without block weights the groups are upstream's (`textencoder 1`, `textencoder 2`, `unet`, each with
   ` plus` for LoRA+ and `reg_lr_<i>` groups first); with them the flow model gets one group per
   block, `unet D03` / `unet S12 plus`, LR = unet_lr x block weight (x the LoRA+ ratio).
 - split_qkv modules are saved merged, as upstream: `lora_down` = the parts' downs stacked, `lora_up`
@@ -24,8 +24,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from lr_weights.archs import FLUX
-from lr_weights.adapters.split import FluxLoRAModule
+from lr_weights.archs.base import Architecture
+from lr_weights.adapters.split import SplitLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan
@@ -37,23 +37,24 @@ logger = logging.getLogger(__name__)
 SPLIT_ALPHA_MARKER = "lr_weights_split_qkv_alpha"  # metadata: merged split_qkv alphas are alpha x parts
 
 
-def text_encoder_lrs(value, default_lr) -> List[Optional[float]]:
-    """`--text_encoder_lr` (None, a number or a list) -> [CLIP-L LR, T5 LR], as upstream."""
+def text_encoder_lrs(value, default_lr, count: int) -> List[Optional[float]]:
+    """`--text_encoder_lr` (None, a number or a list) -> one LR per encoder (FLUX: [CLIP-L, T5]), as
+    upstream: none or one value for every encoder, else one each (the last repeated if short)."""
     if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
-        return [default_lr, default_lr]
+        return [default_lr] * count
     if isinstance(value, (int, float)):
-        return [float(value), float(value)]
-    values = list(value)
-    if len(values) == 1:
-        return [values[0], values[0]]
-    return values[:2]
+        return [float(value)] * count
+    values = list(value)[:count]
+    return values + values[-1:] * (count - len(values))
 
 
-class FluxLoRANetwork(LoRANetwork):
-    """LoRA adapters over FLUX.1 / Chroma and its text encoders, with per-block learning rates."""
+class DiTLoRANetwork(LoRANetwork):
+    """LoRA adapters over a DiT-kind model (FLUX.1 / Chroma ...) and its text encoders, with
+    per-block learning rates."""
 
     def __init__(
         self,
+        arch: Architecture,
         plans: Sequence[ModulePlan],
         options: TrainingOptions,
         multiplier: float = 1.0,
@@ -65,15 +66,18 @@ class FluxLoRANetwork(LoRANetwork):
         beta, sigma = ggpo
 
         def factory(lora_name, layer, dim, alpha, **kwargs):
-            return FluxLoRAModule(lora_name, layer, dim, alpha, split_dims=splits.get(lora_name), ggpo_beta=beta, ggpo_sigma=sigma, **kwargs)
+            return SplitLoRAModule(lora_name, layer, dim, alpha, split_dims=splits.get(lora_name), ggpo_beta=beta, ggpo_sigma=sigma, **kwargs)
 
-        super().__init__(FLUX, plans, options, multiplier=multiplier, settings=None, module_factory=factory)
+        super().__init__(arch, plans, options, multiplier=multiplier, settings=None, module_factory=factory)
         self.flux_settings = settings
         self.reg_lrs = tuple(reg_lrs)
         self.split_qkv = any(split is not None for split in splits.values())
-        # flux_train_network.py reads network.train_t5xxl (whether T5 must be run, not cached).
-        self.train_t5xxl = any(m.lora_name.startswith("lora_te3_") for m in self.text_encoder_loras)
-        self.train_blocks = "all" if settings is None else settings.train_blocks
+        # Hosts read the encoders' flags (flux_train_network.py: network.train_t5xxl, whether T5
+        # must be run, not cached): true when that encoder has modules.
+        for encoder in arch.dit.text_encoders:
+            if encoder.trained_by is not None:
+                setattr(self, encoder.trained_by, any(m.lora_name.startswith(encoder.prefix + "_") for m in self.text_encoder_loras))
+        self.train_blocks = arch.dit.train_blocks_values[0] if settings is None else settings.train_blocks
 
         # upstream's attributes for the LoRA+ ratios, as given (set_loraplus_lr_ratio keeps them)
         self.loraplus_lr_ratio: Optional[float] = None
@@ -91,7 +95,7 @@ class FluxLoRANetwork(LoRANetwork):
     def prepare_optimizer_params_with_multiple_te_lrs(self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None):
         """What flux_train_network.py calls: `(groups, descriptions)`, `--text_encoder_lr` as a list."""
         try:
-            groups = self.flux_param_groups(text_encoder_lrs(text_encoder_lr, default_lr), unet_lr, default_lr)
+            groups = self.flux_param_groups(text_encoder_lrs(text_encoder_lr, default_lr, len(self.arch.dit.text_encoders)), unet_lr, default_lr)
         except TypeError as error:
             raise ValueError(f"cannot build optimizer groups: {error}") from error
         params = [g.as_optimizer_group() for g in groups]
@@ -100,8 +104,9 @@ class FluxLoRANetwork(LoRANetwork):
         return (params, [g.description for g in groups]) if with_descriptions else params
 
     def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
-        lrs = list(text_encoder_lrs) if text_encoder_lrs else [text_encoder_lr if text_encoder_lr is not None else default_lr] * 2
-        return self.flux_param_groups(lrs + lrs[-1:] * (2 - len(lrs)), unet_lr, default_lr)
+        count = len(self.arch.dit.text_encoders)
+        lrs = list(text_encoder_lrs) if text_encoder_lrs else [text_encoder_lr if text_encoder_lr is not None else default_lr] * count
+        return self.flux_param_groups(lrs + lrs[-1:] * (count - len(lrs)), unet_lr, default_lr)
 
     def flux_param_groups(self, te_lrs: Sequence[Optional[float]], unet_lr, default_lr) -> List[ParamGroup]:
         self.requires_grad_(True)
@@ -110,15 +115,15 @@ class FluxLoRANetwork(LoRANetwork):
         unet_ratio = options.loraplus_unet_ratio
         weights = dict(options.text_encoder_lr_weights)
         groups: List[ParamGroup] = []
-        for number, (prefix, label) in enumerate(FLUX.text_encoder_prefixes, start=1):
-            modules = [m for m in self.text_encoder_loras if m.lora_name.startswith(prefix)]
+        for number, encoder in enumerate(self.arch.dit.text_encoders, start=1):
+            modules = [m for m in self.text_encoder_loras if m.lora_name.startswith(encoder.prefix + "_")]
             if not modules:
                 continue
             lr = te_lrs[number - 1]
-            weight = weights.get(label, options.text_encoder_lr_weight)
+            weight = weights.get(encoder.label, options.text_encoder_lr_weight)
             if lr is not None and weight != 1.0:
                 lr = lr * weight
-            logger.info("Text Encoder %d (%s): %d modules, LR %s", number, "CLIP-L" if number == 1 else "T5XXL", len(modules), lr)
+            logger.info("Text Encoder %d (%s): %d modules, LR %s", number, encoder.title, len(modules), lr)
             groups += self._groups_with_regexes(f"textencoder {number}", [(f"textencoder {number}", modules, lr)], te_ratio)
         if self.unet_loras:
             base_lr = unet_lr if unet_lr is not None else default_lr
@@ -126,13 +131,13 @@ class FluxLoRANetwork(LoRANetwork):
             if block_weights is None:
                 parts = [("unet", self.unet_loras, base_lr)]
             else:
-                by_block: Dict[int, List[FluxLoRAModule]] = {}
+                by_block: Dict[int, List[SplitLoRAModule]] = {}
                 for module in self.unet_loras:
                     by_block.setdefault(self.block_of(module), []).append(module)
                 parts = []
                 for block, modules in by_block.items():
                     weight = block_weights[block] if 0 <= block < len(block_weights) else 1.0
-                    name = f"unet {FLUX.block_name(block)}" if block >= 0 else "unet"
+                    name = f"unet {self.arch.block_name(block)}" if block >= 0 else "unet"
                     parts.append((name, modules, None if base_lr is None else base_lr * weight))
             unet_groups = self._groups_with_regexes("unet", parts, unet_ratio)
             groups += merge_param_groups(unet_groups) if options.merge_lr_groups else unet_groups
@@ -169,7 +174,7 @@ class FluxLoRANetwork(LoRANetwork):
 
     # ---- files: split_qkv modules are stored merged ------------------------------------------
 
-    def _split_modules(self) -> List[FluxLoRAModule]:
+    def _split_modules(self) -> List[SplitLoRAModule]:
         return [m for m in self.all_loras if getattr(m, "split_dims", None) is not None]
 
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
@@ -259,4 +264,4 @@ class FluxLoRANetwork(LoRANetwork):
         if weights is None:
             return []
         present = set(self._unet_blocks.values())
-        return [i for stack in FLUX.stacks for i in range(stack.start, stack.stop) if weights[i] > 0 and i not in present]
+        return [i for stack in self.arch.stacks for i in range(stack.start, stack.stop) if weights[i] > 0 and i not in present]

@@ -1,0 +1,114 @@
+"""The DiT kind, as data: a flow model whose blocks are stacks of transformer blocks, adapted the
+way sd-scripts' `networks/lora_flux.py` adapts FLUX (and lora_sd3 / lora_lumina / lora_hunyuan_image
+their models, after the same pattern).
+
+What such a module decides from names, and what an `Architecture` of this kind therefore states
+(see archs/flux.py for the worked example and docs/adding-a-family.md):
+- which block classes hold the adapted Linears, per `train_blocks` value;
+- the component dims (`img_attn_dim` ...): an arg and the substrings a LoRA name must all contain;
+- the in layers (`in_dims`): one dim per substring filter searched over the whole model;
+- the block selections (`train_double_block_indices` ...): an arg per stack;
+- split_qkv: which fused Linears are split, and into which parts;
+- the text encoders: LoRA prefix, label, and the flag (`train_t5xxl`) an encoder needs, if any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Tuple
+
+if TYPE_CHECKING:
+    from lr_weights.archs.base import Stack
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """One text encoder of a DiT family, in the order the host passes them."""
+
+    prefix: str  # LoRA-name prefix without the trailing "_": "lora_te1"
+    label: str  # in tables and LBW: "TE1"
+    title: str  # in messages: "CLIP-L"
+    # An upstream on/off arg this encoder needs to get modules ("train_t5xxl"); None: always.
+    # Encoders after the first one whose flag is off get none either, as upstream stops there.
+    trained_by: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """split_qkv for the Linears whose LoRA name contains every one of `contains`.
+
+    `form` says how the fused output is cut, always from the layer's own shape:
+    - "equal": `parts` equal parts (a fused q, k, v);
+    - "qkv+rest": three parts of in_features each (q, k, v) and the rest (an MLP input).
+    """
+
+    contains: Tuple[str, ...]
+    form: str
+    parts: int = 3
+
+
+@dataclass(frozen=True)
+class DiTLayout:
+    """What a lora_flux-style module reads off a DiT model, as data."""
+
+    # train_blocks value -> the block classes whose Linears are adapted; the first is the default.
+    train_blocks: Tuple[Tuple[str, Tuple[str, ...]], ...]
+    # (arg, substrings a LoRA name must all contain), in upstream's order of precedence.
+    component_dims: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    # The in layers' arg (FLUX: in_dims), and per entry (its name, the substring filter).
+    in_dims_key: Optional[str] = None
+    in_layers: Tuple[Tuple[str, str], ...] = ()
+    in_block: str = "IN"  # the block the in layers belong to
+    # (arg, stack name): upstream's `train_*_block_indices`, which prune a stack's blocks.
+    block_selections: Tuple[Tuple[str, str], ...] = ()
+    split_rules: Tuple[SplitRule, ...] = ()
+    text_encoders: Tuple[TextEncoder, ...] = ()
+    # Args upstream reads that do nothing on this model (warned about, not refused).
+    no_effect_keys: Tuple[str, ...] = ()
+    no_effect_reason: str = ""
+    # The module's other own args: upstream's (split_qkv, network_reg_dims, ggpo_beta, ...).
+    upstream_keys: Tuple[str, ...] = ()
+
+    @property
+    def train_blocks_values(self) -> Tuple[str, ...]:
+        return tuple(value for value, _ in self.train_blocks)
+
+    def block_classes(self, train_blocks: str) -> Tuple[str, ...]:
+        return dict(self.train_blocks)[train_blocks]
+
+    @property
+    def all_block_classes(self) -> Tuple[str, ...]:
+        return self.train_blocks[0][1]
+
+    @property
+    def flags(self) -> Tuple[str, ...]:
+        """The on/off args that select text encoders (train_t5xxl)."""
+        return tuple(e.trained_by for e in self.text_encoders if e.trained_by is not None)
+
+    @property
+    def in_filters(self) -> Tuple[str, ...]:
+        return tuple(name_filter for _, name_filter in self.in_layers)
+
+    @property
+    def in_names(self) -> Tuple[str, ...]:
+        return tuple(name for name, _ in self.in_layers)
+
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        """Every arg this layout gives meaning to."""
+        keys = ("train_blocks",) + tuple(key for key, _ in self.block_selections) + self.upstream_keys
+        keys += tuple(key for key, _ in self.component_dims) + ((self.in_dims_key,) if self.in_dims_key else ())
+        return keys + self.flags
+
+    def own_keys(self, stacks: Tuple["Stack", ...]) -> Tuple[str, ...]:
+        """The args an entry point of this layout reads besides the shared ones: each stack's
+        LR weights, dims and alphas, and this layout's keys."""
+        stack_keys = tuple(stack.lr_weight_key for stack in stacks)
+        stack_keys += tuple(key for stack in stacks for key in (stack.dims_key, stack.alphas_key) if key is not None)
+        return stack_keys + self.keys
+
+    def split_rule(self, lora_name: str) -> Optional[SplitRule]:
+        for rule in self.split_rules:
+            if all(part in lora_name for part in rule.contains):
+                return rule
+        return None
