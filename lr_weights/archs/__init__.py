@@ -11,17 +11,22 @@ from typing import Dict
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
+from lr_weights.archs.lumina import LUMINA
 from lr_weights.archs.sd import SD
+from lr_weights.archs.sd3 import SD3
 from lr_weights.archs.sdxl import SDXL
 
-ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX}
+# SD3 and Lumina are listed at their usual block counts (SD3.5 medium, Lumina 2 2B); their entry
+# points build the layout of the model they are given (archs/sd3.py, archs/lumina.py).
+ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "sd3": SD3, "lumina": LUMINA}
 
-__all__ = ["ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "SD", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
+__all__ = ["ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "LUMINA", "SD", "SD3", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
 
 
 def get_architecture(name: str) -> Architecture:
-    """The architecture called `name` ("sd", "sdxl", "flux"; "sd1"/"sd2" mean "sd")."""
-    key = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux"}.get(name.lower(), name.lower())
+    """The architecture called `name` ("sd", "sdxl", "flux", "sd3", "lumina"; "sd1"/"sd2" mean "sd")."""
+    aliases = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux", "sd35": "sd3", "sd3.5": "sd3", "lumina2": "lumina"}
+    key = aliases.get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
         from lr_weights.errors import NetworkArgError
 

@@ -37,6 +37,9 @@ class Stack:
     presets: bool = True  # whether sine/cosine/linear/reverse_linear/zeros[+b] and one number are accepted
     dims_key: Optional[str] = None  # per-stack dims arg (FLUX: double_block_dims), if any
     alphas_key: Optional[str] = None
+    # A list of another length is an error (families with no upstream block LRs to follow), not
+    # padded with 1.0 / truncated with a warning as sd-scripts does for SD's down/up lists.
+    exact_length: bool = False
 
     @property
     def stop(self) -> int:

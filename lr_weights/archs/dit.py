@@ -31,6 +31,8 @@ class TextEncoder:
     # An upstream on/off arg this encoder needs to get modules ("train_t5xxl"); None: always.
     # Encoders after the first one whose flag is off get none either, as upstream stops there.
     trained_by: Optional[str] = None
+    # The description of its optimizer groups; None: "textencoder <its position from 1>".
+    group: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,9 @@ class SplitRule:
 
     `form` says how the fused output is cut, always from the layer's own shape:
     - "equal": `parts` equal parts (a fused q, k, v);
-    - "qkv+rest": three parts of in_features each (q, k, v) and the rest (an MLP input).
+    - "qkv+rest": three parts of in_features each (q, k, v) and the rest (an MLP input);
+    - "q+kv": q of in_features, then k and v, equal halves of the rest (grouped-query attention,
+      fewer k/v heads than q heads: Lumina 2's attention.qkv).
     """
 
     contains: Tuple[str, ...]
@@ -52,13 +56,21 @@ class DiTLayout:
     """What a lora_flux-style module reads off a DiT model, as data."""
 
     # train_blocks value -> the block classes whose Linears are adapted; the first is the default.
+    # A layout with a single value has no train_blocks arg (lora_sd3).
     train_blocks: Tuple[Tuple[str, Tuple[str, ...]], ...]
+    # train_blocks value -> LoRA-name substrings, one pass over those blocks each, in this order
+    # (lora_lumina selects its blocks by name: "refiners" is noise_refiner, then context_refiner);
+    # a value not listed is one pass over every block of its classes.
+    train_block_filters: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     # (arg, substrings a LoRA name must all contain), in upstream's order of precedence.
     component_dims: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     # The in layers' arg (FLUX: in_dims), and per entry (its name, the substring filter).
     in_dims_key: Optional[str] = None
     in_layers: Tuple[Tuple[str, str], ...] = ()
     in_block: str = "IN"  # the block the in layers belong to
+    # k x k convs among the in layers take conv_dim / conv_alpha when conv_dim is given, else their
+    # in dim (lora_sd3: x_embedder's patch conv); component dims never apply to them.
+    in_conv: bool = False
     # (arg, stack name): upstream's `train_*_block_indices`, which prune a stack's blocks.
     block_selections: Tuple[Tuple[str, str], ...] = ()
     split_rules: Tuple[SplitRule, ...] = ()
@@ -75,6 +87,10 @@ class DiTLayout:
 
     def block_classes(self, train_blocks: str) -> Tuple[str, ...]:
         return dict(self.train_blocks)[train_blocks]
+
+    def block_filters(self, train_blocks: str) -> Tuple[str, ...]:
+        """The name filters of a train_blocks value, one pass each; () for one unfiltered pass."""
+        return dict(self.train_block_filters).get(train_blocks, ())
 
     @property
     def all_block_classes(self) -> Tuple[str, ...]:
@@ -96,8 +112,10 @@ class DiTLayout:
     @property
     def keys(self) -> Tuple[str, ...]:
         """Every arg this layout gives meaning to."""
-        keys = ("train_blocks",) + tuple(key for key, _ in self.block_selections) + self.upstream_keys
+        keys = ("train_blocks",) if len(self.train_blocks) > 1 else ()
+        keys += tuple(key for key, _ in self.block_selections) + self.upstream_keys
         keys += tuple(key for key, _ in self.component_dims) + ((self.in_dims_key,) if self.in_dims_key else ())
+        keys += ("conv_dim", "conv_alpha") if self.in_conv else ()
         return keys + self.flags
 
     def own_keys(self, stacks: Tuple["Stack", ...]) -> Tuple[str, ...]:

@@ -123,7 +123,7 @@ def apply_threshold(values: Sequence[float], threshold: float) -> List[float]:
     return [w if w > threshold else 0.0 for w in values]
 
 
-def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: int, *, presets: bool) -> Optional[List[float]]:
+def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: int, *, presets: bool, exact: bool = False) -> Optional[List[float]]:
     """One of down/mid/up as n numbers (padded/truncated), before the threshold; None if not given.
 
     `value` is the network_args string, or already-parsed numbers (as the public
@@ -142,6 +142,9 @@ def expand_part(key: str, value: Union[None, str, float, Sequence[float]], n: in
         # A number means what its text means: for down/up, one weight for every block.
         text = str(value)
         values = parse_down_up_spec(key, text, n) if presets else parse_float_list(key, text)
+    if exact and len(values) != n:
+        forms = "a preset (sine, cosine, linear, reverse_linear, zeros, optionally +offset), one number, or " if presets else ""
+        raise NetworkArgError(key, value, f"{forms}exactly {n} comma-separated values, one per block of the loaded model; got {len(values)}")
     return fit_length(key, values, n)
 
 
@@ -173,7 +176,7 @@ def resolve_stack_lr_weights(
 
     flat = [1.0] * arch.num_blocks
     for stack in arch.stacks:
-        values = expand_part(stack.lr_weight_key, given.get(stack.lr_weight_key), stack.size, presets=stack.presets)
+        values = expand_part(stack.lr_weight_key, given.get(stack.lr_weight_key), stack.size, presets=stack.presets, exact=stack.exact_length)
         # A list that is not given stays all 1.0 and is never thresholded (as upstream).
         if values is not None:
             flat[stack.start : stack.stop] = apply_threshold(values, threshold_value)

@@ -124,7 +124,8 @@ class DiTLoRANetwork(LoRANetwork):
             if lr is not None and weight != 1.0:
                 lr = lr * weight
             logger.info("Text Encoder %d (%s): %d modules, LR %s", number, encoder.title, len(modules), lr)
-            groups += self._groups_with_regexes(f"textencoder {number}", [(f"textencoder {number}", modules, lr)], te_ratio)
+            stem = encoder.group or f"textencoder {number}"
+            groups += self._groups_with_regexes(stem, [(stem, modules, lr)], te_ratio)
         if self.unet_loras:
             base_lr = unet_lr if unet_lr is not None else default_lr
             block_weights = options.block_lr_weights
@@ -179,22 +180,37 @@ class DiTLoRANetwork(LoRANetwork):
 
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         result = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        merged = {}
         for module in self._split_modules():
             key = f"{prefix}{module.lora_name}."
             parts = len(module.split_dims)
-            downs = [result.pop(f"{key}lora_down.{i}.weight") for i in range(parts)]
-            ups = [result.pop(f"{key}lora_up.{i}.weight") for i in range(parts)]
-            alpha = result.pop(f"{key}alpha")
+            downs = [result[f"{key}lora_down.{i}.weight"] for i in range(parts)]
+            ups = [result[f"{key}lora_up.{i}.weight"] for i in range(parts)]
             rank = downs[0].shape[0]
             up = torch.zeros((sum(module.split_dims), rank * parts), dtype=ups[0].dtype, device=ups[0].device)
             row = 0
             for j, part in enumerate(ups):
                 up[row : row + part.shape[0], j * rank : (j + 1) * rank] = part
                 row += part.shape[0]
-            result[f"{key}lora_down.weight"] = torch.cat(downs, dim=0)
-            result[f"{key}lora_up.weight"] = up
-            result[f"{key}alpha"] = alpha * parts
-        return result
+            merged[key] = {
+                f"{key}lora_down.weight": torch.cat(downs, dim=0),
+                f"{key}lora_up.weight": up,
+                f"{key}alpha": result[f"{key}alpha"] * parts,
+            }
+        if not merged:
+            return result
+        # In place, as upstream: the merged down, up, alpha where the module's keys were.
+        ordered = type(result)()
+        if hasattr(result, "_metadata"):
+            ordered._metadata = result._metadata
+        for name, value in result.items():
+            owner = prefix + name[len(prefix) :].split(".", 1)[0] + "."  # LoRA names hold no "."
+            if owner not in merged:
+                ordered[name] = value
+            elif merged[owner] is not None:
+                ordered.update(merged[owner])
+                merged[owner] = None
+        return ordered
 
     def load_state_dict(self, state_dict, strict: bool = True, *args, **kwargs):
         state_dict = dict(state_dict)
