@@ -192,6 +192,7 @@ class DiTLoRANetwork(LoRANetwork):
             for j, part in enumerate(ups):
                 up[row : row + part.shape[0], j * rank : (j + 1) * rank] = part
                 row += part.shape[0]
+            logger.debug("split_qkv: %s saved merged (lora_down %s, lora_up %s, alpha x %d)", module.lora_name, (rank * parts, downs[0].shape[1]), tuple(up.shape), parts)
             merged[key] = {
                 f"{key}lora_down.weight": torch.cat(downs, dim=0),
                 f"{key}lora_up.weight": up,
