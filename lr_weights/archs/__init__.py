@@ -13,7 +13,7 @@ from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
 from lr_weights.archs.lumina import LUMINA
 from lr_weights.archs.sd import SD
-from lr_weights.archs.sd3 import SD3
+from lr_weights.archs.sd3 import SD3, SD3_LARGE
 from lr_weights.archs.sdxl import SDXL
 
 # SD3 and Lumina are listed at their usual block counts (SD3.5 medium, Lumina 2 2B); their entry
@@ -27,6 +27,8 @@ def get_architecture(name: str) -> Architecture:
     """The architecture called `name` ("sd", "sdxl", "flux", "sd3", "lumina"; "sd1"/"sd2" mean "sd")."""
     aliases = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux", "sd35": "sd3", "sd3.5": "sd3", "lumina2": "lumina"}
     key = aliases.get(name.lower(), name.lower())
+    if key in ("sd3-large", "sd35-large", "sd3.5-large"):  # the same family with 38 joint blocks
+        return SD3_LARGE
     if key not in ARCHITECTURES:
         from lr_weights.errors import NetworkArgError
 

@@ -105,7 +105,11 @@ def sd3_architecture(num_joint: int = MEDIUM_JOINT_BLOCKS) -> Architecture:
         block_names=("IN",) + joint_block_names(num_joint) + ("OUT",),
         stacks=stacks,
         moduleless=(),
-        lbw=LBWVocabulary(forms=(), presets=(), preset_form=(), text_encoder_labels=tuple(e.label for e in TEXT_ENCODERS)),
+        lbw=LBWVocabulary(
+            forms=(), presets=(), preset_form=(),
+            text_encoder_labels=tuple(e.label for e in TEXT_ENCODERS),
+            text_encoder_rows=tuple((e.label, e.title) for e in TEXT_ENCODERS),
+        ),
         locate=_locator(num_joint),
         own_keys=LAYOUT.own_keys(stacks),
         text_encoder_prefixes=tuple((f"{e.prefix}_", e.label) for e in TEXT_ENCODERS),

@@ -1,7 +1,8 @@
 """`lr-weights plan`: the whole network a setting builds, before any GPU time is spent.
 
-The network is built by the module itself (lr_weights.lora or lr_weights.dylora) over sd-scripts'
-SD1/SD2/SDXL module trees rebuilt on the meta device: no weights, no download. A checkpoint given
+The network is built by the module itself (lr_weights.lora, dylora, lycoris, flux, sd3, lumina) over
+sd-scripts' SD1/SD2/SDXL, FLUX.1-dev, SD3.5 medium/large and Lumina 2 module trees rebuilt on the
+meta device: no weights, no download. A checkpoint given
 with --model is only read for its key names, to pick the architecture. Network args come from the
 command line (as sd-scripts takes them), an sd-scripts --config_file TOML or a Kohya GUI JSON;
 later sources override earlier ones (GUI JSON, then TOML, then options).
@@ -28,6 +29,8 @@ EXAMPLES = """examples:
   lr-weights plan --gui-config my_lora.json --json > plan.json
   lr-weights plan --arch flux --network_dim 16 --network_alpha 16 --unet_lr 1e-4 \\
       --network_args "double_lr_weight=sine+.25" "single_lr_weight=cosine" "block_lr_zero_threshold=0.3"
+  lr-weights plan --arch sd3-large --network_dim 16 --unet_lr 1e-4 --network_args "joint_lr_weight=sine" "block_lr_zero_threshold=0.3"
+  lr-weights plan --arch lumina --network_dim 16 --unet_lr 1e-4 --network_args "layer_lr_weight=linear+.5" "refiner_lr_weight=1,1,.5,.5"
 """
 
 SD_SCRIPTS_DEFAULT_LR = 2e-6  # train_util's --learning_rate default
@@ -39,20 +42,31 @@ _MODULES = {
     "networks.dylora": "lr_weights.dylora",
     "lr_weights.flux": "lr_weights.flux",
     "networks.lora_flux": "lr_weights.flux",
+    "lr_weights.sd3": "lr_weights.sd3",
+    "networks.lora_sd3": "lr_weights.sd3",
+    "lr_weights.lumina": "lr_weights.lumina",
+    "networks.lora_lumina": "lr_weights.lumina",
     "lr_weights.lycoris": "lr_weights.lycoris",
     "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
 }
 
+# The DiT-kind families: --arch -> the entry point that trains it (the U-Net modules train the rest).
+DIT_MODULES = {"flux": "lr_weights.flux", "sd3": "lr_weights.sd3", "sd3-large": "lr_weights.sd3", "lumina": "lr_weights.lumina"}
+ARCHES = ("sd1", "sd2", "sdxl") + tuple(DIT_MODULES)
+
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
-    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl", "flux"), help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev)")
+    parser.add_argument(
+        "--arch", choices=ARCHES,
+        help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev, sd3 = SD3.5 medium, sd3-large = SD3.5 large, lumina = Lumina 2)",
+    )
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
     parser.add_argument(
         "--network-module", "--network_module", dest="network_module",
-        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or lr_weights.flux (the default for --arch flux)",
+        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or lr_weights.flux / sd3 / lumina (the defaults for those --arch)",
     )
     parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
     parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
@@ -139,18 +153,21 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         if unset:
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
     module = settings.get("network_module")
-    if module is None and arch == "flux":
-        module = "lr_weights.flux"
+    if module is None and arch in DIT_MODULES:
+        module = DIT_MODULES[arch]
     if module not in _MODULES:
         raise NetworkArgError(
             "network_module", module,
-            "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or lr_weights.flux for --arch flux "
-            "(networks.lora / networks.dylora / lycoris.kohya / networks.lora_flux are planned as those)",
+            "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or lr_weights.flux / sd3 / lumina for those --arch "
+            "(networks.lora / networks.dylora / lycoris.kohya / networks.lora_flux / lora_sd3 / lora_lumina are planned as those)",
         )
-    if (_MODULES[module] == "lr_weights.flux") != (arch == "flux"):
-        raise NetworkArgError(
-            "network_module", module, f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.lora / dylora / lycoris the SD family"
-        )
+    if _MODULES[module] in DIT_MODULES.values() or arch in DIT_MODULES:
+        if DIT_MODULES.get(arch) != _MODULES[module]:
+            raise NetworkArgError(
+                "network_module", module,
+                f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.sd3 SD3 (--arch sd3, sd3-large), "
+                "lr_weights.lumina Lumina 2 (--arch lumina), lr_weights.lora / dylora / lycoris the SD family",
+            )
     return arch, _MODULES[module], settings, notes
 
 

@@ -35,6 +35,8 @@ EXAMPLES = """examples:
   lr-weights show down=sine up=cosine --plot weights.png
   lr-weights show --arch flux double=sine+.25 single=cosine threshold=0.3 --unet-lr 1e-4 --plot flux.png
   lr-weights show --arch flux FLUXALL --format sd-scripts
+  lr-weights show --arch sd3-large joint=sine threshold=0.3 --unet-lr 1e-4
+  lr-weights show --arch lumina layer=linear+.5 refiner=1,1,.5,.5
 """
 
 _KEYS = {
@@ -53,6 +55,12 @@ _KEYS = {
     "double_lr_weight": "double_lr_weight",
     "single": "single_lr_weight",
     "single_lr_weight": "single_lr_weight",
+    "joint": "joint_lr_weight",
+    "joint_lr_weight": "joint_lr_weight",
+    "layer": "layer_lr_weight",
+    "layer_lr_weight": "layer_lr_weight",
+    "refiner": "refiner_lr_weight",
+    "refiner_lr_weight": "refiner_lr_weight",
 }
 BARE = "bare spec"  # a down/up value given without a key
 
@@ -63,7 +71,7 @@ def register(subparsers) -> None:
         "specs", nargs="+", metavar="SPEC",
         help="KEY=VALUE (down, mid, up, threshold, lbw, conv_dim, or the network_args names), an LBW preset/vector, or a bare down/up spec such as sine+.25",
     )
-    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl or flux (double=, single=; default sd)")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl, flux (double=, single=), sd3 / sd3-large (joint=) or lumina (layer=, refiner=); default sd")
     parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
     parser.add_argument("--threshold", default=None, help="block_lr_zero_threshold (a block trains only if its weight > threshold)")
     parser.add_argument("--format", choices=("table", "lbw", "sd-scripts", "json"), default="table", help="output format (default table)")
@@ -83,12 +91,15 @@ def parse_specs(specs: List[str], arch: Architecture) -> Dict[str, str]:
                 hint = f"did you mean {close}? " if close else ""
                 raise NetworkArgError(key, value, f"a known KEY ({hint}KEY is one of {', '.join(sorted(set(_KEYS)))})")
             key = _KEYS[key.strip()]
-            if key.endswith("_lr_weight") and key not in arch.lr_weight_keys or key == "conv_dim" and arch.name == "flux":
+            if key.endswith("_lr_weight") and key not in arch.lr_weight_keys or key == "conv_dim" and arch.kind == "dit":
                 raise NetworkArgError(key, value, f"one of {', '.join(arch.lr_weight_keys)} for {arch.name.upper()} (see --arch)")
         elif arch.lbw.preset(spec.strip()) is not None or spec.count(",") + 1 in lbw_lengths(arch):
             key, value = "lbw_weights", spec
         elif arch.name == "flux":
             raise NetworkArgError("SPEC", spec, "KEY=VALUE for FLUX (double=..., single=..., threshold=..., lbw=...), an LBW FLUX preset (FLUXALL) or a 58/61-value vector")
+        elif arch.kind == "dit":
+            short = ", ".join(f"{stack.name}=..." for stack in arch.stacks)
+            raise NetworkArgError("SPEC", spec, f"KEY=VALUE for {arch.title} ({short}, threshold=...)")
         else:
             key, value = BARE, spec
             try:

@@ -1,9 +1,10 @@
-"""Reference models for planning: sd-scripts' SD1/SD2/SDXL and FLUX.1-dev module trees without weights.
+"""Reference models for planning: sd-scripts' SD1/SD2/SDXL, FLUX.1-dev, SD3.5 medium / large and
+Lumina 2 module trees without weights.
 
 The skeletons in `lr_weights/models/data/` were recorded from sd-scripts' own model classes (names, class
 names, layer shapes). Rebuilt on the `meta` device they cost no memory and need no download, and
 target discovery sees exactly what it sees in a real run. A checkpoint given by the user is only
-read for its key names, to tell which of the three it is.
+read for its key names, to tell which model it is.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import torch
 if TYPE_CHECKING:
     from lr_weights.archs.blocks import Architecture
 
-MODELS = ("sd1", "sd2", "sdxl", "flux")
+MODELS = ("sd1", "sd2", "sdxl", "flux", "sd3", "sd3-large", "lumina")
+# sd3: SD3.5 medium (24 joint blocks; SD3 medium has the same blocks without attn2), sd3-large: SD3.5
+# large (38). Their CLIP-G and T5-XXL are the trees SDXL's te2 and FLUX's te3 files hold.
+_DIT_MODELS = {
+    "flux": (("flux_te1", "flux_te3"), "flux_dev"),
+    "sd3": (("sd3_te1", "sdxl_te2", "flux_te3"), "sd35_medium"),
+    "sd3-large": (("sd3_te1", "sdxl_te2", "flux_te3"), "sd35_large"),
+    "lumina": (("lumina2_te",), "lumina2"),
+}
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -35,8 +44,9 @@ def build_reference_model(model: str) -> Tuple[Any, torch.nn.Module]:
         raise ValueError(f"model {model!r} is not known: expected one of {', '.join(MODELS)}")
     if model == "sdxl":
         return [_skeleton("sdxl_te1"), _skeleton("sdxl_te2")], _skeleton("sdxl_unet")
-    if model == "flux":  # FLUX.1-dev, CLIP-L and T5-XXL as flux_utils builds them (12B never allocated)
-        return [_skeleton("flux_te1"), _skeleton("flux_te3")], _skeleton("flux_dev")
+    if model in _DIT_MODELS:  # e.g. FLUX.1-dev, CLIP-L and T5-XXL as flux_utils builds them (12B never allocated)
+        encoders, dit = _DIT_MODELS[model]
+        return [_skeleton(name) for name in encoders], _skeleton(dit)
     return _skeleton(f"{model}_te"), _skeleton(f"{model}_unet")
 
 
@@ -65,6 +75,11 @@ def skipped_weight_init() -> Iterator[None]:
 def _model_from_keys(keys: List[str], source: str) -> str:
     if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys):
         return "flux"
+    joint = {k.split(".")[k.split(".").index("joint_blocks") + 1] for k in keys if k.startswith(("joint_blocks.", "model.diffusion_model.joint_blocks."))}
+    if joint:
+        return "sd3-large" if len(joint) > 24 else "sd3"
+    if any(k.startswith(("noise_refiner.", "model.diffusion_model.noise_refiner.")) for k in keys):
+        return "lumina"
     if any(k.startswith(("conditioner.embedders.1.", "model.diffusion_model.label_emb.")) for k in keys):
         return "sdxl"
     if any(k.startswith("model.diffusion_model.") for k in keys):
@@ -73,7 +88,8 @@ def _model_from_keys(keys: List[str], source: str) -> str:
 
 
 def model_of_checkpoint(path: str) -> str:
-    """sd1, sd2 or sdxl for a single-file checkpoint or a diffusers folder; reads names only."""
+    """sd1, sd2, sdxl, flux, sd3, sd3-large or lumina for a single-file checkpoint (sd1/sd2/sdxl also
+    for a diffusers folder); reads names only."""
     path = os.fspath(path)
     if os.path.isdir(path):
         unet_config = os.path.join(path, "unet", "config.json")
@@ -111,8 +127,9 @@ def blocks_with_modules(arch: "Architecture", include_conv: bool) -> "frozenset"
     targets, on sd-scripts' own module tree (SD1 stands for SD1/SD2: their blocks are laid out alike)."""
     from lr_weights.network.targets import block_targets, unet_targets
 
-    if arch.name == "flux":
-        _, flux = build_reference_model("flux")
-        return frozenset(t.block for t in block_targets(flux, arch, arch.unet_target_classes) if t.block >= 0)
+    if arch.kind == "dit":
+        name = "sd3-large" if arch.name == "sd3" and arch.stack("joint").size > 24 else arch.name
+        _, model = build_reference_model(name)
+        return frozenset(t.block for t in block_targets(model, arch, arch.unet_target_classes) if t.block >= 0)
     _, unet = build_reference_model("sdxl" if arch.is_sdxl else "sd1")
     return frozenset(t.block for t in unet_targets(unet, arch, include_conv) if t.block >= 0)

@@ -1,0 +1,52 @@
+"""lr-weights plan / show for SD3 (SD3.5 medium and large) and Lumina 2 over the recorded module trees."""
+
+import json
+
+import pytest
+from safetensors.torch import save_file
+import torch
+
+from .test_plan import plan_json
+
+
+@pytest.mark.parametrize("arch,blocks,t5", [("sd3", 24, 168), ("sd3-large", 38, 168)])
+def test_sd3_plan_counts_and_groups(cli, arch, blocks, t5):
+    _, plan = plan_json(cli, "--arch", arch, "--network_dim", "16", "--network_alpha", "16", "--unet_lr", "1e-4", "--network_args", "joint_lr_weight=sine", "train_t5xxl=True")
+    rows = {r["name"]: r for r in plan["rows"]}
+    # upstream's per-block counts (tests/fixtures/upstream/sd3/sd35_counts.json): CLIP-L 72, CLIP-G 192
+    assert rows["CLIP-L"]["modules"] == 72 and rows["CLIP-G"]["modules"] == 192 and rows["T5XXL"]["modules"] == t5
+    assert rows["J00"]["status"] == "pruned" and f"J{blocks - 1:02d}" in rows and f"J{blocks:02d}" not in rows
+    assert rows[f"J{blocks - 1:02d}"]["modules"] == 7  # the last block's context block is pre_only
+    groups = {g["description"]: g["lr"] for g in plan["groups"]}
+    assert groups[f"unet J{blocks - 1:02d}"] == pytest.approx(1e-4)
+    assert plan["network_module"] == "lr_weights.sd3"
+
+
+def test_lumina_plan(cli):
+    _, plan = plan_json(cli, "--arch", "lumina", "--network_dim", "16", "--unet_lr", "1e-4", "--network_args", "refiner_lr_weight=1,1,0.5,0", "split_qkv=True")
+    rows = {r["name"]: r for r in plan["rows"]}
+    assert rows["TE"]["modules"] == 182 and rows["C0"]["modules"] == 5 and rows["N0"]["modules"] == 6
+    assert rows["N1"]["status"] == "pruned" and rows["L25"]["modules"] == 6 and rows["OUT"]["modules"] == 2
+    assert plan["network_module"] == "lr_weights.lumina"
+
+
+def test_module_of_another_family_is_refused(cli):
+    result = cli("plan", "--arch", "lumina", "--network_module", "lr_weights.sd3")
+    assert result.code == 2 and "lr_weights.lumina" in result.err
+
+
+@pytest.mark.parametrize("prefix,blocks,arch", [("model.diffusion_model.joint_blocks", 38, "sd3-large"), ("joint_blocks", 24, "sd3"), ("noise_refiner", 2, "lumina")])
+def test_architecture_from_a_checkpoint(cli, tmp_path, prefix, blocks, arch):
+    path = tmp_path / "model.safetensors"
+    save_file({f"{prefix}.{i}.x.weight": torch.zeros(1) for i in range(blocks)}, str(path))
+    _, plan = plan_json(cli, "--model", path, "--unet_lr", "1e-4")
+    assert plan["arch"] == arch
+
+
+def test_show_lumina_and_sd3(cli):
+    result = cli("show", "--arch", "lumina", "layer=linear", "refiner=1,1,.5,.5", "--format", "json")
+    assert result.code == 0, result.err
+    blocks = {b["block"]: b["weight"] for b in json.loads(result.out)["blocks"]}
+    assert blocks["L00"] == 0 and blocks["L25"] == 1 and blocks["N0"] == 0.5
+    result = cli("show", "--arch", "sd3-large", "joint=1,1")
+    assert result.code == 2 and "38" in result.err
