@@ -18,6 +18,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 
 from lr_weights.archs.blocks import FLUX, LORA_PREFIX_UNET, SD, SDXL, Architecture, block_index
+from lr_weights.archs.lumina import LUMINA
+from lr_weights.archs.sd3 import MEDIUM_JOINT_BLOCKS, SD3, SD3_LARGE
 from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ _PEFT_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".alpha")
 _DIFFUSERS_UNET_PREFIXES = ("transformer.",)
 _SDXL_UNET = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_")
 _TE_LAYER = re.compile(r"^lora_te_text_model_encoder_layers_(\d+)_")
+_SD3_JOINT = re.compile(r"^lora_unet_joint_blocks_(\d+)_")
+_LUMINA = re.compile(r"^lora_unet_(layers|context_refiner|noise_refiner)_\d+_|^lora_te_layers_\d+_(self_attn|mlp)_")
 
 Progress = Callable[[Iterable, Optional[int], str], Iterable]
 
@@ -47,7 +51,7 @@ class ModuleInfo:
 class LoraSummary:
     path: str
     file_bytes: int
-    model: str  # sd1 | sd2 | sdxl | flux
+    model: str  # sd1 | sd2 | sdxl | flux | sd3 | sd3-large | lumina
     arch: Architecture
     dtypes: List[str]
     metadata: Dict[str, str]
@@ -124,8 +128,14 @@ def _kind(down: torch.Tensor) -> str:
 
 
 def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]]) -> str:
-    """sd1, sd2, sdxl or flux from module names (and one attention shape to tell SD1 from SD2)."""
+    """sd1, sd2, sdxl, flux, sd3, sd3-large or lumina from module names (and one attention shape to
+    tell SD1 from SD2). SD3 files are told apart first: they share lora_te1_/lora_te3_ with FLUX."""
     names = list(names)
+    joint = [int(m.group(1)) for m in (_SD3_JOINT.match(n) for n in names) if m]
+    if joint:
+        return "sd3-large" if max(joint) >= MEDIUM_JOINT_BLOCKS else "sd3"
+    if any(_LUMINA.match(n) for n in names):
+        return "lumina"
     flux_prefixes = ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_", "transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
     if any(n.startswith(flux_prefixes) for n in names):
         return "flux"
@@ -141,7 +151,7 @@ def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]
 
 
 def architecture_of_model(model: str) -> Architecture:
-    return {"sdxl": SDXL, "flux": FLUX}.get(model, SD)
+    return {"sdxl": SDXL, "flux": FLUX, "sd3": SD3, "sd3-large": SD3_LARGE, "lumina": LUMINA}.get(model, SD)
 
 
 def choose_model(path: str, names: List[str], shapes: Callable[[str], Tuple[int, ...]], given: Optional[str]) -> str:

@@ -1,4 +1,4 @@
-"""lr-weights plan / show for SD3 (SD3.5 medium and large) and Lumina 2 over the recorded module trees."""
+"""lr-weights plan / show / inspect / bake for SD3 (SD3.5 medium and large) and Lumina 2."""
 
 import json
 
@@ -50,3 +50,37 @@ def test_show_lumina_and_sd3(cli):
     assert blocks["L00"] == 0 and blocks["L25"] == 1 and blocks["N0"] == 0.5
     result = cli("show", "--arch", "sd3-large", "joint=1,1")
     assert result.code == 2 and "38" in result.err
+
+
+def saved_lora(tmp_path, family: str, model: str, args=None) -> str:
+    from lr_weights import lumina, sd3
+    from tests.lr_weights.dit_figures import Figures, create
+
+    figures = Figures(family)
+    if family == "sd3":
+        spec = dict(figures.case("s01_plain"), model=model, network_args=args or {})
+        network = create(sd3, spec, [figures.model(n) for n in ("tiny_te1", "tiny_te2", "tiny_te3")], figures.model(f"tiny_{model}"))
+    else:
+        network = create(lumina, dict(figures.case("l01_plain"), network_args=args or {}), [figures.model("tiny_gemma2")], figures.model("tiny_lumina2"))
+    path = str(tmp_path / f"{model}.safetensors")
+    network.save_weights(path, None, {})
+    return path
+
+
+@pytest.mark.parametrize("family,model,arch,last", [("sd3", "sd35m", "sd3", "J23"), ("sd3", "sd35l", "sd3-large", "J37"), ("lumina", "lumina2", "lumina", "L25")])
+def test_inspect_reads_the_family_from_module_names(cli, tmp_path, family, model, arch, last):
+    path = saved_lora(tmp_path, family, model, {"train_t5xxl": "True"} if family == "sd3" else None)
+    result = cli("inspect", path, "--json")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)
+    assert summary["arch"] == arch  # an SD3 file has lora_te1_/lora_te3_ like FLUX's: not read as FLUX
+    rows = {r["block"]: r for r in summary["blocks"]}
+    assert rows[last]["modules"] > 0
+
+
+def test_inspect_refuses_relabelling_medium_as_large_and_bake_has_no_lbw_for_sd3(cli, tmp_path):
+    path = saved_lora(tmp_path, "sd3", "sd35m")
+    result = cli("inspect", path, "--arch", "sd3-large")
+    assert result.code == 2 and "sd3's" in result.err
+    result = cli("bake", path, "--lbw", "1,1", "-o", str(tmp_path / "baked.safetensors"))
+    assert result.code == 2 and "LoRA Block Weight has none for SD3" in result.err and "joint_lr_weight" in result.err
