@@ -14,8 +14,9 @@ What such a module decides from names, and what an `Architecture` of this kind t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 if TYPE_CHECKING:
     from lr_weights.archs.base import Stack
@@ -130,3 +131,12 @@ class DiTLayout:
             if all(part in lora_name for part in rule.contains):
                 return rule
         return None
+
+
+def numbered_blocks(model: Any, container: str) -> int:
+    """How many blocks `model` holds under `container` (`joint_blocks.0`, `joint_blocks.1`, ...):
+    the highest N + 1, read off `named_modules()` (so a tree rebuilt from a skeleton counts too);
+    0 when there is none."""
+    pattern = re.compile(rf"{re.escape(container)}\.(\d+)")
+    found = [int(m.group(1)) for name, _ in model.named_modules() for m in [pattern.fullmatch(name)] if m]
+    return max(found) + 1 if found else 0

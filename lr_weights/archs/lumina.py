@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING, Optional
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
-from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder
+from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder, numbered_blocks
 
 if TYPE_CHECKING:
     from torch import nn
@@ -106,10 +106,10 @@ def layer_count(model: Optional["nn.Module"]) -> int:
     """How many main layers `model` has (`layers.N`); Lumina 2 2B's count when there is no model."""
     if model is None:
         return LUMINA2_LAYERS
-    found = {int(m.group(1)) for name, _ in model.named_modules() for m in [re.fullmatch(r"layers\.(\d+)", name)] if m}
-    if not found:
+    count = numbered_blocks(model, "layers")
+    if count == 0:
         raise ValueError(f"{type(model).__name__} has no layers.N modules: not a Lumina NextDiT")
-    return max(found) + 1
+    return count
 
 
 def lumina_architecture(num_layers: int = LUMINA2_LAYERS) -> Architecture:

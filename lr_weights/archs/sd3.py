@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING, Optional
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
-from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder
+from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder, numbered_blocks
 from lr_weights.archs.sd import CLIP_ATTENTION
 
 if TYPE_CHECKING:
@@ -88,10 +88,10 @@ def joint_block_count(mmdit: Optional["nn.Module"]) -> int:
     """How many joint blocks `mmdit` has (`joint_blocks.N`); the medium count when there is no model."""
     if mmdit is None:
         return MEDIUM_JOINT_BLOCKS
-    found = {int(m.group(1)) for name, _ in mmdit.named_modules() for m in [re.fullmatch(r"joint_blocks\.(\d+)", name)] if m}
-    if not found:
+    count = numbered_blocks(mmdit, "joint_blocks")
+    if count == 0:
         raise ValueError(f"{type(mmdit).__name__} has no joint_blocks.N modules: not an SD3 MMDiT")
-    return max(found) + 1
+    return count
 
 
 def sd3_architecture(num_joint: int = MEDIUM_JOINT_BLOCKS) -> Architecture:

@@ -116,3 +116,20 @@ def upstream_lrs_by_name(network, result: dict) -> Dict[str, float]:
     parameters per module), so index i names our i-th parameter."""
     names = [n for n, _ in network.named_parameters()]
     return {names[i]: g["lr"] for g in result["groups"] for first, last in g["param_index_ranges"] for i in range(first, last + 1)}
+
+
+def check_bad_input(build, bad: dict, accepted) -> None:
+    """A recorded bad input is refused with a NetworkArgError (a ValueError) naming the key and the
+    value, unless the family accepts it on purpose (`accepted`: slugs), where it must build."""
+    import pytest
+
+    from lr_weights.errors import NetworkArgError
+
+    if bad["slug"] in accepted:
+        build(bad)
+        return
+    with pytest.raises(NetworkArgError) as error:
+        build(bad)
+    assert isinstance(error.value, ValueError)
+    assert error.value.key == bad["bad_key"]
+    assert bad["bad_key"] in str(error.value) and str(bad["network_args"][bad["bad_key"]]) in str(error.value)
