@@ -1,6 +1,6 @@
 """lr_weights.lumina against figures recorded from the real sd-scripts `networks/lora_lumina.py`.
 
-tests/fixtures/upstream/lumina/: 33 cases on a tiny NextDiT with Lumina 2 2B's real 26 layers,
+tests/fixtures/upstream/lumina/: 30 cases on a tiny NextDiT with Lumina 2 2B's real 26 layers,
 2 context_refiner and 2 noise_refiner blocks (rebuilt here from recorded skeletons) and a tiny
 Gemma2; and 24 bad inputs. With no new args lr_weights.lumina must be upstream. Where upstream is
 broken (train_block_indices never passed on, or crashing on final_layer; split_qkv unable to save)

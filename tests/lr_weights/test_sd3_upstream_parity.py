@@ -1,6 +1,6 @@
 """lr_weights.sd3 against figures recorded from the real sd-scripts `networks/lora_sd3.py`.
 
-tests/fixtures/upstream/sd3/: 40 cases on tiny MMDiTs with the real 24 (SD3.5 medium, attn2 in
+tests/fixtures/upstream/sd3/: 38 cases on tiny MMDiTs with the real 24 (SD3.5 medium, attn2 in
 blocks 0-12) and 38 (SD3.5 large) joint blocks, rebuilt here from recorded skeletons, with tiny
 CLIP-L, CLIP-G and T5; and 28 bad inputs. With no new args lr_weights.sd3 must be upstream: modules
 in creation order, dims, alphas, shapes, same-seed initial tensors, per-parameter LRs, group order,
