@@ -23,7 +23,7 @@ import difflib
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from lr_weights.network.assembly import log_created
+from lr_weights.network.assembly import log_created, options_from_weights
 from lr_weights.archs.blocks import block_index, detect_architecture
 from lr_weights.errors import NetworkArgError
 from lr_weights.files.io import load_lora_file
@@ -32,8 +32,8 @@ from lr_weights.lora import get_block_lr_weight
 from lr_weights.adapters.lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, lycoris_logs_forwarded, module_from_state_dict, module_names, record_modules
 from lr_weights.network.lycoris_network import LycorisBlockNetwork
 from lr_weights.network.lora_network import ModulePlan
-from lr_weights.args.settings import BLOCK_LIST_KEYS, KNOWN_KEYS, TrainingOptions, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability, parse_training_options
-from lr_weights.network.targets import Target, as_text_encoder_list, text_encoder_prefixes
+from lr_weights.args.settings import BLOCK_LIST_KEYS, KNOWN_KEYS, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability
+from lr_weights.network.targets import Target, as_text_encoder_list
 
 logger = logging.getLogger(__name__)
 
@@ -258,14 +258,12 @@ def create_network_from_weights(
     if weights_sd is None:
         weights_sd = load_lora_file(file)
     ours, _theirs = split_args({k: v for k, v in kwargs.items() if k != "warn_on_unmatched"})
-    options = parse_training_options(arch, normalise_kwargs(ours))
-    if for_inference:
-        options = TrainingOptions(block_lr_weights=options.block_lr_weights)
+    options = options_from_weights(arch, normalise_kwargs(ours), for_inference)
 
     wanted = set(module_names(list(weights_sd)))
     layers = []
     encoders = as_text_encoder_list(text_encoder)
-    for prefix, encoder in zip(text_encoder_prefixes(arch, len(encoders)), encoders):
+    for prefix, encoder in zip(arch.encoder_prefixes(len(encoders)), encoders):
         if encoder is not None:
             layers += [(f"{prefix}_{name}".replace(".", "_"), layer, False) for name, layer in encoder.named_modules()]
     if unet is not None:

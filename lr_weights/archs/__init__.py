@@ -1,13 +1,13 @@
 """The model families lr_weights knows, one file each; see base.py for what an architecture holds.
 
 Adding one (SD3, Lumina, ...) is a new file here defining an `Architecture`, an entry in
-ARCHITECTURES, and a recorded module skeleton for `lr-weights plan` (docs/flux.md says what adding
-FLUX took).
+ARCHITECTURES, recorded module skeletons and an entry point of a few lines (docs/adding-a-family.md,
+with FLUX as the worked example). Detection (archs/detect.py) and the CLI's choices read this registry.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
@@ -16,19 +16,29 @@ from lr_weights.archs.sd import SD
 from lr_weights.archs.sd3 import SD3, SD3_LARGE
 from lr_weights.archs.sdxl import SDXL
 
-# SD3 and Lumina are listed at their usual block counts (SD3.5 medium, Lumina 2 2B); their entry
-# points build the layout of the model they are given (archs/sd3.py, archs/lumina.py).
-ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "sd3": SD3, "lumina": LUMINA}
+# SD3's layout depends on its joint-block count (SD3 / SD3.5 medium 24, SD3.5 large 38): two
+# entries of one family; the entry point builds the layout of the model it is given.
+ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "sd3": SD3, "sd3-large": SD3_LARGE, "lumina": LUMINA}
+# Other names users give an architecture: its models' names and common ones.
+ALIASES: Tuple[Tuple[str, str], ...] = (
+    ("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"),
+    ("sd35", "sd3"), ("sd3.5", "sd3"), ("sd35-large", "sd3-large"), ("sd3.5-large", "sd3-large"), ("lumina2", "lumina"),
+)
 
-__all__ = ["ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "LUMINA", "SD", "SD3", "SDXL", "Stack", "get_architecture", "keys_of_other_architectures"]
+__all__ = [
+    "ALIASES", "ARCHITECTURES", "Architecture", "FLUX", "LBWVocabulary", "LUMINA", "SD", "SD3", "SD3_LARGE", "SDXL", "Stack",
+    "architecture_names", "get_architecture", "keys_of_other_architectures",
+]
+
+
+def architecture_names() -> Tuple[str, ...]:
+    """Every name get_architecture takes, each architecture followed by its aliases (for CLI choices)."""
+    return tuple(name for key in ARCHITECTURES for name in (key,) + tuple(alias for alias, target in ALIASES if target == key))
 
 
 def get_architecture(name: str) -> Architecture:
-    """The architecture called `name` ("sd", "sdxl", "flux", "sd3", "lumina"; "sd1"/"sd2" mean "sd")."""
-    aliases = {"sd1": "sd", "sd2": "sd", "flux1": "flux", "chroma": "flux", "sd35": "sd3", "sd3.5": "sd3", "lumina2": "lumina"}
-    key = aliases.get(name.lower(), name.lower())
-    if key in ("sd3-large", "sd35-large", "sd3.5-large"):  # the same family with 38 joint blocks
-        return SD3_LARGE
+    """The architecture called `name` ("sd", "sdxl", "flux"; or an alias: "sd1"/"sd2" mean "sd")."""
+    key = dict(ALIASES).get(name.lower(), name.lower())
     if key not in ARCHITECTURES:
         from lr_weights.errors import NetworkArgError
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 from lr_weights.archs.dit import DiTLayout
+from lr_weights.archs.signatures import ModelSignature
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class Stack:
 
     def __contains__(self, index: int) -> bool:
         return self.start <= index < self.stop
+
+
+def stack_keys(stacks: Tuple[Stack, ...]) -> Tuple[str, ...]:
+    """The network args of some stacks: their LR weights, then their dims and alphas args."""
+    keys = tuple(stack.lr_weight_key for stack in stacks)
+    return keys + tuple(key for stack in stacks for key in (stack.dims_key, stack.alphas_key) if key is not None)
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,14 @@ class Architecture:
     unet_prefix: str = "lora_unet"
     # lora-name prefix of each text encoder -> its label in tables and LBW ("lora_te1_" -> "TE1").
     text_encoder_prefixes: Tuple[Tuple[str, str], ...] = (("lora_te_", "TE"),)
+    # The names other trainers (diffusers, PEFT, ai-toolkit) give the same modules in the files
+    # they share: denoiser prefixes, and text-encoder prefix -> label. Read by inspect and bake.
+    foreign_unet_prefixes: Tuple[str, ...] = ()
+    foreign_text_encoder_prefixes: Tuple[Tuple[str, str], ...] = ()
+    # Files whose module names match `foreign_name_pattern` are renamed on load by
+    # `rename_foreign` (name -> ours, None when it has no counterpart); SDXL: diffusers' U-Net.
+    foreign_name_pattern: Optional[str] = None
+    rename_foreign: Optional[Callable[[str], Optional[str]]] = None
     # Class names whose Linear/Conv2d children get adapters (U-Net kind: conv classes with LoCon).
     unet_target_classes: Tuple[str, ...] = ()
     unet_conv_target_classes: Tuple[str, ...] = ()
@@ -117,6 +132,8 @@ class Architecture:
     entry_point: str = "lr_weights.lora"
     # The DiT kind's layout (archs/dit.py); None for the U-Net kind (SD, SDXL).
     dit: Optional[DiTLayout] = None
+    # Its models (SD: sd1, sd2): skeletons and how each is detected (archs/signatures.py).
+    models: Tuple[ModelSignature, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -174,10 +191,23 @@ class Architecture:
         return tuple(stack.lr_weight_key for stack in self.stacks)
 
     def text_encoder_label(self, lora_name: str) -> str:
-        for prefix, label in self.text_encoder_prefixes:
+        for prefix, label in self.text_encoder_prefixes + self.foreign_text_encoder_prefixes:
             if lora_name.startswith(prefix):
                 return label
         return "TE"
+
+    def encoder_prefixes(self, count: int) -> Tuple[str, ...]:
+        """The LoRA prefixes of `count` text encoders as a host passes them: the DiT kind's in its
+        list's order; the U-Net kind's as sd-scripts' lora.py names them (`lora_te` for one,
+        `lora_te1`, `lora_te2` for two)."""
+        if self.dit is not None:
+            return tuple(e.prefix for e in self.dit.text_encoders[:count])
+        by_label = {label: prefix.rstrip("_") for prefix, label in self.text_encoder_prefixes}
+        return (by_label["TE"],) if count == 1 else tuple(by_label[f"TE{i + 1}"] for i in range(count))
+
+    def is_denoiser_name(self, lora_name: str) -> bool:
+        """Whether a module name is of the U-Net / flow model (else of a text encoder)."""
+        return lora_name.startswith((self.unet_prefix,) + self.foreign_unet_prefixes)
 
     # ---- SD's down/mid/up names, kept for the code written for SD and SDXL ---------------------
 

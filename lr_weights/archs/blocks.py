@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 
 from lr_weights.archs import ARCHITECTURES, FLUX, SD, SDXL, get_architecture
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.detect import architecture_from_module
 
 if TYPE_CHECKING:  # the CLI's --help imports this module and must not pay for torch
     import torch
@@ -41,16 +42,8 @@ def block_index(lora_name: str, arch: Architecture) -> int:
 
 
 def detect_architecture(unet: "Optional[torch.nn.Module]") -> Architecture:
-    """SDXL when the U-Net has sd-scripts' SDXL layout, SD1/SD2 otherwise.
-
-    sd-scripts decides by `isinstance(unet, SdxlUNet2DConditionModel)`; importing that class would
-    tie us to one sd-scripts version, so we look at the class name and the LDM-style structure.
-    """
+    """The U-Net kind's architecture of `unet` (SDXL for sd-scripts' SDXL U-Net, SD otherwise),
+    from the module signatures in archs/ (archs/detect.py)."""
     if unet is None:
         return SD
-    for cls in type(unet).__mro__:
-        if cls.__name__ == "SdxlUNet2DConditionModel":
-            return SDXL
-    if all(hasattr(unet, part) for part in ("input_blocks", "middle_block", "output_blocks")):
-        return SDXL
-    return SD
+    return architecture_from_module([cls.__name__ for cls in type(unet).__mro__], lambda name: hasattr(unet, name))

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Tuple
-
-if TYPE_CHECKING:
-    from lr_weights.archs.base import Stack
+from typing import Any, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -118,13 +115,6 @@ class DiTLayout:
         keys += tuple(key for key, _ in self.component_dims) + ((self.in_dims_key,) if self.in_dims_key else ())
         keys += ("conv_dim", "conv_alpha") if self.in_conv else ()
         return keys + self.flags
-
-    def own_keys(self, stacks: Tuple["Stack", ...]) -> Tuple[str, ...]:
-        """The args an entry point of this layout reads besides the shared ones: each stack's
-        LR weights, dims and alphas, and this layout's keys."""
-        stack_keys = tuple(stack.lr_weight_key for stack in stacks)
-        stack_keys += tuple(key for stack in stacks for key in (stack.dims_key, stack.alphas_key) if key is not None)
-        return stack_keys + self.keys
 
     def split_rule(self, lora_name: str) -> Optional[SplitRule]:
         for rule in self.split_rules:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 
-from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack, stack_keys
 from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder
 from lr_weights.archs.sd import CLIP_ATTENTION
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 NUM_DOUBLE = 19
 NUM_SINGLE = 38
@@ -104,7 +105,19 @@ STACKS = (
     Stack("double", "double_lr_weight", 1, NUM_DOUBLE, dims_key="double_block_dims", alphas_key="double_block_alphas"),
     Stack("single", "single_lr_weight", 1 + NUM_DOUBLE, NUM_SINGLE, dims_key="single_block_dims", alphas_key="single_block_alphas"),
 )
-FLUX_KEYS = LAYOUT.own_keys(STACKS)
+FLUX_KEYS = stack_keys(STACKS) + LAYOUT.keys
+
+# FLUX.1-dev with CLIP-L and T5-XXL as flux_utils builds them. Its LoRA files may have CLIP-L
+# modules under SDXL's `lora_te1_`, so it ranks above SDXL.
+MODEL = ModelSignature(
+    "flux",
+    ("flux_te1", "flux_te3", "flux_dev"),
+    checkpoint=Signature(prefixes=("double_blocks.", "model.diffusion_model.double_blocks.")),
+    lora=Signature(
+        prefixes=("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_", "transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
+    ),
+    rank=30,
+)
 
 FLUX = Architecture(
     name="flux",
@@ -122,9 +135,14 @@ FLUX = Architecture(
     locate=locate,
     own_keys=FLUX_KEYS,
     text_encoder_prefixes=tuple((f"{e.prefix}_", e.label) for e in TEXT_ENCODERS),
+    # diffusers / ai-toolkit names (FluxTransformer2DModel, FluxPipeline's encoders); locate() maps
+    # the transformer's to the same blocks.
+    foreign_unet_prefixes=("transformer.",),
+    foreign_text_encoder_prefixes=(("text_encoder_2.", "TE3"), ("text_encoder.", "TE1")),
     unet_target_classes=LAYOUT.all_block_classes,
     text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
     text_encoder_class_pattern=CLIP_ATTENTION,
     entry_point="lr_weights.flux",
     dit=LAYOUT,
+    models=(MODEL,),
 )

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Optional
 
-from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack, stack_keys
 from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder, numbered_blocks
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 if TYPE_CHECKING:
     from torch import nn
@@ -112,6 +113,17 @@ def layer_count(model: Optional["nn.Module"]) -> int:
     return count
 
 
+# Lumina 2 2B with Gemma2 2B as lumina_util builds them. Its Gemma2 modules are `lora_te_layers_`,
+# not SD's `lora_te_text_model_`; it ranks above SD, whose signature is the fallback.
+MODEL = ModelSignature(
+    "lumina",
+    ("lumina2_te", "lumina2"),
+    checkpoint=Signature(prefixes=("noise_refiner.", "model.diffusion_model.noise_refiner.")),
+    lora=Signature(patterns=(r"lora_unet_(layers|context_refiner|noise_refiner)_\d+_", r"lora_te_layers_\d+_(self_attn|mlp)_")),
+    rank=35,
+)
+
+
 def lumina_architecture(num_layers: int = LUMINA2_LAYERS) -> Architecture:
     """The Lumina 2 layout for a model with `num_layers` main layers (and 2 + 2 refiners)."""
     if num_layers < 1:
@@ -128,12 +140,14 @@ def lumina_architecture(num_layers: int = LUMINA2_LAYERS) -> Architecture:
         moduleless=(),
         lbw=LBWVocabulary(forms=(), presets=(), preset_form=(), text_encoder_labels=("TE",)),
         locate=_locator(num_layers),
-        own_keys=LAYOUT.own_keys(stacks),
+        own_keys=stack_keys(stacks) + LAYOUT.keys,
         text_encoder_prefixes=(("lora_te_", "TE"),),
+        foreign_unet_prefixes=("transformer.",),  # diffusers Lumina2Transformer2DModel, mapped by locate()
         unet_target_classes=BLOCK_CLASSES,
         text_encoder_target_classes=("Gemma2Attention", "Gemma2FlashAttention2", "Gemma2SdpaAttention", "Gemma2MLP"),
         entry_point="lr_weights.lumina",
         dit=LAYOUT,
+        models=(MODEL,) if num_layers == LUMINA2_LAYERS else (),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 NAMES = tuple([f"IN{i:02d}" for i in range(12)] + ["M00"] + [f"OUT{i:02d}" for i in range(12)])
 
@@ -47,6 +48,27 @@ def locate(lora_name: str) -> int:
 CLIP_ATTENTION = r"CLIP.*Attention"
 SD_BLOCK_LIST_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 
+# SD2's text encoder (OpenCLIP ViT-H) has 23 layers, SD1's (CLIP-L) 12; without text-encoder
+# modules SD2 shows in the cross-attention key width, 1024 (SD1: 768).
+MODELS = (
+    ModelSignature(
+        "sd1",
+        ("sd1_te", "sd1_unet"),
+        checkpoint=Signature(prefixes=("model.diffusion_model.",)),
+        lora=Signature(),
+        diffusers_folders=(),
+    ),
+    ModelSignature(
+        "sd2",
+        ("sd2_te", "sd2_unet"),
+        checkpoint=Signature(prefixes=("model.diffusion_model.",), required=("cond_stage_model.model.",)),
+        lora=Signature(patterns=(r"lora_te_text_model_encoder_layers_(1[2-9]|[2-9]\d|\d{3,})_",), shape=("attn2_to_k", 1, 1024), shape_prefix="lora_unet"),
+        rank=10,
+        diffusers_folders=(),
+        diffusers_unet_config=(("cross_attention_dim", 1024),),
+    ),
+)
+
 SD = Architecture(
     name="sd",
     title="SD1.x/SD2.x",
@@ -72,4 +94,5 @@ SD = Architecture(
     unet_conv_target_classes=("ResnetBlock2D", "Downsample2D", "Upsample2D"),
     text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP"),
     text_encoder_class_pattern=CLIP_ATTENTION,
+    models=MODELS,
 )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Optional
 
-from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.base import Architecture, LBWVocabulary, Stack, stack_keys
 from lr_weights.archs.dit import DiTLayout, SplitRule, TextEncoder, numbered_blocks
 from lr_weights.archs.sd import CLIP_ATTENTION
+from lr_weights.archs.signatures import ModelSignature, Signature
 
 if TYPE_CHECKING:
     from torch import nn
@@ -94,13 +95,37 @@ def joint_block_count(mmdit: Optional["nn.Module"]) -> int:
     return count
 
 
+# SD3.5 medium / large with CLIP-L (with its projection), CLIP-G and T5-XXL as sd3_utils builds
+# them (CLIP-G and T5-XXL are the trees SDXL's te2 and FLUX's te3 files hold). Their LoRA files
+# share lora_te1_/lora_te3_ with SDXL's and FLUX's, so they rank above both; a joint block past
+# the 24th tells large from medium.
+_TEXT_ENCODER_SKELETONS = ("sd3_te1", "sdxl_te2", "flux_te3")
+_LARGE_JOINT = r"(2[4-9]|3[0-7])"
+MODELS = {
+    MEDIUM_JOINT_BLOCKS: ModelSignature(
+        "sd3",
+        _TEXT_ENCODER_SKELETONS + ("sd35_medium",),
+        checkpoint=Signature(prefixes=("joint_blocks.", "model.diffusion_model.joint_blocks.")),
+        lora=Signature(prefixes=("lora_unet_joint_blocks_",)),
+        rank=40,
+    ),
+    LARGE_JOINT_BLOCKS: ModelSignature(
+        "sd3-large",
+        _TEXT_ENCODER_SKELETONS + ("sd35_large",),
+        checkpoint=Signature(patterns=(rf"(model\.diffusion_model\.)?joint_blocks\.{_LARGE_JOINT}\.",)),
+        lora=Signature(patterns=(rf"lora_unet_joint_blocks_{_LARGE_JOINT}_",)),
+        rank=41,
+    ),
+}
+
+
 def sd3_architecture(num_joint: int = MEDIUM_JOINT_BLOCKS) -> Architecture:
     """The SD3 layout for a model with `num_joint` joint blocks."""
     if num_joint < 1:
         raise ValueError(f"an SD3 model has at least one joint block, got {num_joint}")
     stacks = (Stack("joint", "joint_lr_weight", 1, num_joint, dims_key="joint_block_dims", alphas_key="joint_block_alphas", exact_length=True),)
     return Architecture(
-        name="sd3",
+        name="sd3" if num_joint == MEDIUM_JOINT_BLOCKS else ("sd3-large" if num_joint == LARGE_JOINT_BLOCKS else f"sd3-{num_joint}"),
         title="SD3" if num_joint == MEDIUM_JOINT_BLOCKS else f"SD3 ({num_joint} joint blocks)",
         block_names=("IN",) + joint_block_names(num_joint) + ("OUT",),
         stacks=stacks,
@@ -111,13 +136,15 @@ def sd3_architecture(num_joint: int = MEDIUM_JOINT_BLOCKS) -> Architecture:
             text_encoder_rows=tuple((e.label, e.title) for e in TEXT_ENCODERS),
         ),
         locate=_locator(num_joint),
-        own_keys=LAYOUT.own_keys(stacks),
+        own_keys=stack_keys(stacks) + LAYOUT.keys,
         text_encoder_prefixes=tuple((f"{e.prefix}_", e.label) for e in TEXT_ENCODERS),
+        foreign_unet_prefixes=("transformer.",),  # diffusers SD3Transformer2DModel, mapped by locate()
         unet_target_classes=LAYOUT.all_block_classes,
         text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
         text_encoder_class_pattern=CLIP_ATTENTION,
         entry_point="lr_weights.sd3",
         dit=LAYOUT,
+        models=(MODELS[num_joint],) if num_joint in MODELS else (),
     )
 
 

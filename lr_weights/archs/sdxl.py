@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
+from lr_weights.archs.sdxl_names import DIFFUSERS_NAMES, sdxl_ldm_module_name
+from lr_weights.archs.signatures import ModelSignature, Signature
 from lr_weights.archs.sd import LBW_PRESETS, LBW_SHORT, SD_BLOCK_LIST_KEYS
 from lr_weights.archs.sd import SD as _SD
 
@@ -14,7 +16,8 @@ NAMES = tuple(["EMB"] + [f"IN{i:02d}" for i in range(9)] + [f"M{i:02d}" for i in
 LBW_FULL = ("BASE",) + tuple(f"IN{i:02d}" for i in range(9)) + ("M00",) + tuple(f"OUT{i:02d}" for i in range(9))
 LBW_SHORT_XL = ("BASE", "IN04", "IN05", "IN07", "IN08", "M00") + tuple(f"OUT{i:02d}" for i in range(6))
 
-_PART = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_(\d+)_")
+UNET_PARTS = r"^lora_unet_(input_blocks|middle_block|output_blocks)_"
+_PART = re.compile(UNET_PARTS + r"(\d+)_")
 _BASES = {"input_blocks": 1, "middle_block": 10, "output_blocks": 13}
 
 
@@ -24,6 +27,19 @@ def locate(lora_name: str) -> int:
         return -1
     return _BASES[match.group(1)] + int(match.group(2))
 
+
+MODEL = ModelSignature(
+    "sdxl",
+    ("sdxl_te1", "sdxl_te2", "sdxl_unet"),
+    checkpoint=Signature(prefixes=("conditioner.embedders.1.", "model.diffusion_model.label_emb.")),
+    lora=Signature(prefixes=("lora_te1_", "lora_te2_"), patterns=(UNET_PARTS,)),
+    rank=20,
+    diffusers_folders=("text_encoder_2",),
+    # sd-scripts decides by isinstance(unet, SdxlUNet2DConditionModel); importing that class would
+    # tie us to one sd-scripts version, so the class name or the LDM-style structure tell.
+    module_classes=("SdxlUNet2DConditionModel",),
+    module_attributes=("input_blocks", "middle_block", "output_blocks"),
+)
 
 SDXL = Architecture(
     name="sdxl",
@@ -52,4 +68,7 @@ SDXL = Architecture(
     unet_conv_target_classes=_SD.unet_conv_target_classes,
     text_encoder_target_classes=_SD.text_encoder_target_classes,
     text_encoder_class_pattern=_SD.text_encoder_class_pattern,
+    models=(MODEL,),
+    foreign_name_pattern=DIFFUSERS_NAMES,
+    rename_foreign=sdxl_ldm_module_name,
 )

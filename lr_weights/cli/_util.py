@@ -9,10 +9,15 @@ import os
 import sys
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from lr_weights.archs import architecture_names
 from lr_weights.archs.blocks import Architecture
+from lr_weights.archs.detect import model_names
 from lr_weights.errors import NetworkArgError
 
-ARCH_CHOICES = ("sd", "sd1", "sd2", "sdxl", "flux", "sd3", "sd3-large", "lumina")
+# From the registry (lr_weights/archs/): block layouts with their aliases, and the models with a
+# recorded skeleton (what --arch means for plan, inspect and bake).
+ARCH_CHOICES = architecture_names()
+MODEL_CHOICES = model_names()
 
 
 def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: str):
@@ -28,8 +33,7 @@ def add_subcommand(subparsers, name: str, help_text: str, doc: str, examples: st
 
 
 def architecture(name: str) -> Architecture:
-    """sd, sd1 and sd2 share the block layout; sdxl, flux, sd3 (SD3.5 medium; sd3-large: 38 joint
-    blocks) and lumina have their own (lr_weights/archs/)."""
+    """sd, sd1 and sd2 share the block layout; sdxl and flux have their own (lr_weights/archs/)."""
     from lr_weights.archs import get_architecture
 
     return get_architecture(name)

@@ -12,7 +12,7 @@ import argparse
 import os
 
 from lr_weights.errors import NetworkArgError
-from lr_weights.cli._util import add_subcommand, captured_logs, print_warnings, progress, single_thread
+from lr_weights.cli._util import MODEL_CHOICES, add_subcommand, captured_logs, print_warnings, progress, single_thread
 
 EXAMPLES = """examples:
   lr-weights bake my_lora.safetensors --lbw OUTD -o my_lora_outd.safetensors
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", metavar="OUT.safetensors", help="the new file")
     parser.add_argument("--in-place", action="store_true", help="replace the input file (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
-    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl", "flux", "sd3", "sd3-large", "lumina"), help="override the architecture read from the key names")
+    parser.add_argument("--arch", choices=MODEL_CHOICES, help="override the architecture read from the key names")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 

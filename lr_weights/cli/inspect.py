@@ -15,7 +15,7 @@ import json
 import sys
 
 from lr_weights.network.table import BlockRow, format_block_table
-from lr_weights.cli._util import add_subcommand, parse_size, progress, save_bar_chart, single_thread
+from lr_weights.cli._util import MODEL_CHOICES, add_subcommand, parse_size, progress, save_bar_chart, single_thread
 
 EXAMPLES = """examples:
   lr-weights inspect my_lora.safetensors
@@ -27,7 +27,7 @@ EXAMPLES = """examples:
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "inspect", "per-block dims, alphas and weight-change norms of a LoRA file, and its training metadata", __doc__, EXAMPLES)
     parser.add_argument("file", metavar="LORA.safetensors")
-    parser.add_argument("--arch", choices=("sd1", "sd2", "sdxl", "flux", "sd3", "sd3-large", "lumina"), help="override the architecture read from the key names")
+    parser.add_argument("--arch", choices=MODEL_CHOICES, help="override the architecture read from the key names")
     parser.add_argument("--json", action="store_true", help="print everything as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="bar chart of the per-module norm per block (needs matplotlib)")
     parser.add_argument("--plot-size", default="1000x400", metavar="WxH", help="PNG size in pixels (default 1000x400)")

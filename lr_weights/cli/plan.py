@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from lr_weights.errors import NetworkArgError
 from lr_weights.network.table import format_block_table
-from lr_weights.cli._util import add_subcommand, captured_logs, parse_pairs, read_json, read_toml
+from lr_weights.cli._util import MODEL_CHOICES, add_subcommand, captured_logs, parse_pairs, read_json, read_toml
 
 EXAMPLES = """examples:
   lr-weights plan --arch sdxl --network_dim 32 --network_alpha 16 --unet_lr 1e-4 \\
@@ -50,17 +50,10 @@ _MODULES = {
     "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
 }
 
-# The DiT-kind families: --arch -> the entry point that trains it (the U-Net modules train the rest).
-DIT_MODULES = {"flux": "lr_weights.flux", "sd3": "lr_weights.sd3", "sd3-large": "lr_weights.sd3", "lumina": "lr_weights.lumina"}
-ARCHES = ("sd1", "sd2", "sdxl") + tuple(DIT_MODULES)
-
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
-    parser.add_argument(
-        "--arch", choices=ARCHES,
-        help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev, sd3 = SD3.5 medium, sd3-large = SD3.5 large, lumina = Lumina 2)",
-    )
+    parser.add_argument("--arch", choices=MODEL_CHOICES, help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev, sd3 = SD3.5 medium, sd3-large = SD3.5 large, lumina = Lumina 2)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
@@ -152,22 +145,27 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         unset = [key for key in ("unet_lr", "text_encoder_lr") if settings.get(key) is None]
         if unset:
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
+    from lr_weights.archs import ARCHITECTURES
+    from lr_weights.archs.detect import architecture_of_model
+
+    # A DiT-kind model is trained by its family's entry point only; the U-Net modules train the rest.
+    dit_modules = {a.entry_point for a in ARCHITECTURES.values() if a.kind == "dit"}
+    family = architecture_of_model(arch)
     module = settings.get("network_module")
-    if module is None and arch in DIT_MODULES:
-        module = DIT_MODULES[arch]
+    if module is None and family.kind == "dit":
+        module = family.entry_point
     if module not in _MODULES:
         raise NetworkArgError(
             "network_module", module,
             "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or lr_weights.flux / sd3 / lumina for those --arch "
             "(networks.lora / networks.dylora / lycoris.kohya / networks.lora_flux / lora_sd3 / lora_lumina are planned as those)",
         )
-    if _MODULES[module] in DIT_MODULES.values() or arch in DIT_MODULES:
-        if DIT_MODULES.get(arch) != _MODULES[module]:
-            raise NetworkArgError(
-                "network_module", module,
-                f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.sd3 SD3 (--arch sd3, sd3-large), "
-                "lr_weights.lumina Lumina 2 (--arch lumina), lr_weights.lora / dylora / lycoris the SD family",
-            )
+    if (_MODULES[module] in dit_modules or family.kind == "dit") and _MODULES[module] != family.entry_point:
+        raise NetworkArgError(
+            "network_module", module,
+            f"a module for {arch}: lr_weights.flux trains FLUX (--arch flux), lr_weights.sd3 SD3 (--arch sd3, sd3-large), "
+            "lr_weights.lumina Lumina 2 (--arch lumina), lr_weights.lora / dylora / lycoris the SD family",
+        )
     return arch, _MODULES[module], settings, notes
 
 

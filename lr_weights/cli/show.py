@@ -206,7 +206,7 @@ class BlocksWithModules:
     """Which blocks hold adapter modules, read off sd-scripts' module tree for this layout."""
 
     def __init__(self, arch: Architecture, conv: bool):
-        from lr_weights.models.reference import blocks_with_modules
+        from lr_weights.network.targets import blocks_with_modules
 
         linear = blocks_with_modules(arch, include_conv=False)
         with_conv = blocks_with_modules(arch, include_conv=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, MutableMapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, MutableMapping, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -18,82 +18,25 @@ from torch import nn
 if TYPE_CHECKING:
     import logging
 
-UNET_PREFIX = "lora_unet_"
-
-# diffusers' ResnetBlock2D layer names -> the LDM ResBlock's (sd-scripts' SDXL U-Net).
-_RESNET_LAYERS = {
-    "conv1": "in_layers_2",
-    "conv2": "out_layers_3",
-    "time_emb_proj": "emb_layers_1",
-    "conv_shortcut": "skip_connection",
-}
-_DIFFUSERS_UPDOWN = re.compile(r"^(down|up)_blocks_(\d+)_(resnets|attentions|downsamplers|upsamplers)_(\d+)_(.+)$")
-_DIFFUSERS_MID = re.compile(r"^mid_block_(resnets|attentions)_(\d+)_(.+)$")
+    from lr_weights.archs.base import Architecture
 
 
-def _resnet_layer(tail: str):
-    return _RESNET_LAYERS.get(tail)
+def rename_foreign_keys(weights: MutableMapping[str, torch.Tensor], arch: "Architecture") -> List[str]:
+    """Rename the tensors of modules another trainer named (SDXL: diffusers' U-Net names) to
+    sd-scripts' names, in place (as upstream), by the arch's own mapping (`rename_foreign`).
 
-
-def sdxl_ldm_module_name(diffusers_name: str):
-    """The sd-scripts SDXL name of a diffusers-named U-Net LoRA module, or None if it has none.
-
-    The SDXL U-Net has three levels of two (down) or three (up) resnet/attention pairs. In the LDM
-    layout every pair is one numbered block: down pair j of level i is `input_blocks_{3i+j+1}`
-    (resnet at `_0`, attention at `_1`), the downsampler of level i is `input_blocks_{3(i+1)}_0_op`;
-    up pair j of level i is `output_blocks_{3i+j}` and its upsampler sits third in the last pair
-    (`output_blocks_{3i+2}_2`); the middle block is resnet, attention, resnet (`middle_block_0..2`).
-    Inside a resnet the layers have LDM names too; inside an attention they are the same.
-    """
-    if not diffusers_name.startswith(UNET_PREFIX):
-        return None
-    rest = diffusers_name[len(UNET_PREFIX) :]
-    match = _DIFFUSERS_UPDOWN.match(rest)
-    if match is not None:
-        direction, level, kind, index, tail = match.group(1), int(match.group(2)), match.group(3), int(match.group(4)), match.group(5)
-        if direction == "down":
-            if kind == "downsamplers":
-                return None if (index, tail) != (0, "conv") else f"{UNET_PREFIX}input_blocks_{3 * (level + 1)}_0_op"
-            block = f"input_blocks_{3 * level + index + 1}"
-        else:
-            if kind == "upsamplers":
-                return None if index != 0 else f"{UNET_PREFIX}output_blocks_{3 * level + 2}_2_{tail}"
-            block = f"output_blocks_{3 * level + index}"
-        if kind == "resnets":
-            layer = _resnet_layer(tail)
-            return None if layer is None else f"{UNET_PREFIX}{block}_0_{layer}"
-        return f"{UNET_PREFIX}{block}_1_{tail}"
-    match = _DIFFUSERS_MID.match(rest)
-    if match is not None:
-        kind, index, tail = match.group(1), int(match.group(2)), match.group(3)
-        if kind == "attentions":
-            return None if index != 0 else f"{UNET_PREFIX}middle_block_1_{tail}"
-        layer = _resnet_layer(tail)
-        return None if layer is None or index > 1 else f"{UNET_PREFIX}middle_block_{2 * index}_{layer}"
-    return None
-
-
-def uses_ldm_unet_names(unet_target_names: Iterable[str]) -> bool:
-    """Whether the model's U-Net LoRA names are LDM-style (sd-scripts' SDXL U-Net)."""
-    return any(name.startswith(UNET_PREFIX + "input_blocks_") or name.startswith(UNET_PREFIX + "middle_block_") for name in unet_target_names)
-
-
-def rename_diffusers_unet_keys(weights: MutableMapping[str, torch.Tensor]) -> List[str]:
-    """Rename diffusers-named SDXL U-Net LoRA tensors to sd-scripts' names, in place (as upstream).
-
-    Returns the module names that look diffusers-named but have no SDXL counterpart (left as they
-    are; the caller reports them as unmatched).
+    Returns the module names that look foreign-named but have no counterpart (left as they are;
+    the caller reports them as unmatched).
     """
     renames: Dict[str, str] = {}
     unknown = set()
+    if arch.rename_foreign is None:
+        return []
     for key in list(weights):
         module, dot, suffix = key.partition(".")
-        if not dot or not module.startswith(UNET_PREFIX):
+        if not dot or re.match(arch.foreign_name_pattern, module) is None:
             continue
-        rest = module[len(UNET_PREFIX) :]
-        if not (rest.startswith("down_blocks_") or rest.startswith("up_blocks_") or rest.startswith("mid_block_")):
-            continue
-        new = sdxl_ldm_module_name(module)
+        new = arch.rename_foreign(module)
         if new is None:
             unknown.add(module)
             continue

@@ -11,15 +11,13 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from lr_weights.archs.blocks import FLUX, LORA_PREFIX_UNET, SD, SDXL, Architecture, block_index
-from lr_weights.archs.lumina import LUMINA
-from lr_weights.archs.sd3 import MEDIUM_JOINT_BLOCKS, SD3, SD3_LARGE
+from lr_weights.archs.base import Architecture
+from lr_weights.archs.detect import architecture_of_model, model_from_lora_names
 from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
@@ -27,11 +25,6 @@ logger = logging.getLogger(__name__)
 _SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 # diffusers / PEFT / ai-toolkit files (FLUX LoRAs are often shared so): lora_A = down, lora_B = up.
 _PEFT_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".alpha")
-_DIFFUSERS_UNET_PREFIXES = ("transformer.",)
-_SDXL_UNET = re.compile(r"^lora_unet_(input_blocks|middle_block|output_blocks)_")
-_TE_LAYER = re.compile(r"^lora_te_text_model_encoder_layers_(\d+)_")
-_SD3_JOINT = re.compile(r"^lora_unet_joint_blocks_(\d+)_")
-_LUMINA = re.compile(r"^lora_unet_(layers|context_refiner|noise_refiner)_\d+_|^lora_te_layers_\d+_(self_attn|mlp)_")
 
 Progress = Callable[[Iterable, Optional[int], str], Iterable]
 
@@ -51,7 +44,7 @@ class ModuleInfo:
 class LoraSummary:
     path: str
     file_bytes: int
-    model: str  # sd1 | sd2 | sdxl | flux | sd3 | sd3-large | lumina
+    model: str  # a model of archs/ (sd1 | sd2 | sdxl | flux ...)
     arch: Architecture
     dtypes: List[str]
     metadata: Dict[str, str]
@@ -63,7 +56,7 @@ class LoraSummary:
         groups: Dict[Tuple[int, str], List[ModuleInfo]] = {}
         for module in self.modules:
             if not module.is_unet:
-                key = (-2, _te_label(module.name))
+                key = (-2, self.arch.text_encoder_label(module.name))
             elif module.block < 0:
                 key = (10_000, "unknown")
             else:
@@ -99,13 +92,6 @@ class LoraSummary:
         return rows if isinstance(rows, list) else None
 
 
-def _te_label(name: str) -> str:
-    for prefix, label in (("lora_te1_", "TE1"), ("lora_te2_", "TE2"), ("lora_te3_", "TE3"), ("text_encoder_2.", "TE3"), ("text_encoder.", "TE1")):
-        if name.startswith(prefix):
-            return label
-    return "TE"
-
-
 def _rms(values: List[float]) -> float:
     return math.sqrt(sum(v * v for v in values) / len(values)) if values else 0.0
 
@@ -127,40 +113,13 @@ def _kind(down: torch.Tensor) -> str:
     return "conv1x1" if tuple(down.shape[2:]) == (1, 1) else "conv"
 
 
-def model_of_names(names: Iterable[str], shapes: Callable[[str], Tuple[int, ...]]) -> str:
-    """sd1, sd2, sdxl, flux, sd3, sd3-large or lumina from module names (and one attention shape to
-    tell SD1 from SD2). SD3 files are told apart first: they share lora_te1_/lora_te3_ with FLUX."""
-    names = list(names)
-    joint = [int(m.group(1)) for m in (_SD3_JOINT.match(n) for n in names) if m]
-    if joint:
-        return "sd3-large" if max(joint) >= MEDIUM_JOINT_BLOCKS else "sd3"
-    if any(_LUMINA.match(n) for n in names):
-        return "lumina"
-    flux_prefixes = ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "lora_te3_", "transformer.transformer_blocks.", "transformer.single_transformer_blocks.")
-    if any(n.startswith(flux_prefixes) for n in names):
-        return "flux"
-    if any(n.startswith(("lora_te1_", "lora_te2_")) or _SDXL_UNET.match(n) for n in names):
-        return "sdxl"
-    layers = [int(m.group(1)) for m in (_TE_LAYER.match(n) for n in names) if m]
-    if layers:
-        return "sd2" if max(layers) >= 12 else "sd1"
-    for name in names:
-        if name.endswith("attn2_to_k") and name.startswith(LORA_PREFIX_UNET):
-            return "sd2" if shapes(name)[1] == 1024 else "sd1"
-    return "sd1"
-
-
-def architecture_of_model(model: str) -> Architecture:
-    return {"sdxl": SDXL, "flux": FLUX, "sd3": SD3, "sd3-large": SD3_LARGE, "lumina": LUMINA}.get(model, SD)
-
-
 def choose_model(path: str, names: List[str], shapes: Callable[[str], Tuple[int, ...]], given: Optional[str]) -> str:
     """The model read off the names, or `given` (--arch) when it has the same block layout.
 
     SD1 and SD2 share their blocks, so --arch may pick between them; relabelling a file as another
     layout (SD as SDXL, FLUX as SD, ...) would put every module in no block, so that is refused.
     """
-    found = model_of_names(names, shapes)
+    found = model_from_lora_names(names, shapes)
     if given is not None and architecture_of_model(given) is not architecture_of_model(found):
         raise NetworkArgError(
             "--arch", given, f"the architecture of {path}, whose module names are {found}'s (leave --arch out to use them)"
@@ -185,10 +144,6 @@ def _module_keys(name: str, keys) -> Tuple[str, str, str]:
     """(down key, up key, alpha key) of a module, in the file's naming (sd-scripts or PEFT)."""
     suffixes = _PEFT_SUFFIXES if name + _PEFT_SUFFIXES[0] in keys or name + _PEFT_SUFFIXES[1] in keys else _SUFFIXES
     return tuple(name + s for s in suffixes)
-
-
-def _is_unet(name: str) -> bool:
-    return name.startswith(LORA_PREFIX_UNET) or name.startswith(_DIFFUSERS_UNET_PREFIXES)
 
 
 def _open(path: str):
@@ -242,8 +197,8 @@ def read_summary(path: str, progress: Optional[Progress] = None, model: Optional
                 norm = delta_norm(down, up, alpha / dim)
             except (RuntimeError, ValueError) as error:
                 raise ValueError(f"{path}: module {name} has shapes that do not fit together ({error})") from None
-            is_unet = _is_unet(name)
-            block = block_index(name, arch) if is_unet else -1
+            is_unet = arch.is_denoiser_name(name)
+            block = arch.locate(name) if is_unet else -1
             modules.append(ModuleInfo(name, block, is_unet, _kind(down), dim, alpha, norm))
     return LoraSummary(os.fspath(path), os.path.getsize(path), model, arch, sorted(dtypes), metadata, modules, ignored)
 
@@ -287,15 +242,15 @@ def bake(
         iterator = progress(names, len(names), "bake") if progress else names
         for name in iterator:
             _check_complete(path, name, key_set)
-            if _is_unet(name):
-                block = block_index(name, arch)
+            if arch.is_denoiser_name(name):
+                block = arch.locate(name)
                 if block < 0:
                     unknown.append(name)
                     weight, label = 1.0, "unknown"
                 else:
                     weight, label = weights.blocks[block], arch.block_name(block)
-            elif arch is FLUX:
-                label = _te_label(name)
+            elif len(arch.lbw.text_encoder_labels) > 1:  # LBW weighs each encoder (FLUX: CLIP, T5)
+                label = arch.text_encoder_label(name)
                 weight = weights.text_encoder(label)
             else:
                 weight, label = weights.base, "BASE"

@@ -17,7 +17,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from lr_weights.archs.blocks import LORA_PREFIX_UNET, SD, SDXL, Architecture, block_index
+from lr_weights.archs.base import Architecture
+from lr_weights.archs.blocks import detect_architecture
+from lr_weights.archs.detect import architecture_of_model, model_from_lora_names, models_of_architecture
 from lr_weights.errors import NetworkArgError
 from lr_weights.adapters.lycoris_library import algo_of, delta_weight, module_from_state_dict, module_names
 
@@ -88,25 +90,26 @@ class LycorisSummary:
 def _layers(model: str) -> Dict[str, torch.nn.Module]:
     from lr_weights.models.reference import build_reference_model
 
-    return model_layers(*build_reference_model(model))
+    return model_layers(*build_reference_model(model), architecture_of_model(model))
 
 
-def model_layers(text_encoder, unet) -> Dict[str, torch.nn.Module]:
-    """Every module of a (text encoder(s), U-Net) pair under its LyCORIS/sd-scripts module name."""
+def model_layers(text_encoder, unet, arch: Optional[Architecture] = None) -> Dict[str, torch.nn.Module]:
+    """Every module of a (text encoder(s), U-Net) pair under its LyCORIS/sd-scripts module name
+    (`arch` None: the U-Net kind's, read off `unet`)."""
+    arch = arch or detect_architecture(unet)
     encoders = text_encoder if isinstance(text_encoder, (list, tuple)) else [text_encoder]
-    prefixes = ["lora_te"] if len(encoders) == 1 else [f"lora_te{i + 1}" for i in range(len(encoders))]
     layers = {}
-    for prefix, encoder in zip(prefixes, encoders):
+    for prefix, encoder in zip(arch.encoder_prefixes(len(encoders)), encoders):
         layers.update({f"{prefix}_{n}".replace(".", "_"): m for n, m in encoder.named_modules()})
-    layers.update({f"{LORA_PREFIX_UNET}_{n}".replace(".", "_"): m for n, m in unet.named_modules()})
+    layers.update({f"{arch.unet_prefix}_{n}".replace(".", "_"): m for n, m in unet.named_modules()})
     return layers
 
 
 def _model_of(names: List[str]) -> List[str]:
-    """Candidate models, most likely first; sd1 and sd2 are told apart by trying to rebuild."""
-    if any(n.startswith(("lora_te1_", "lora_te2_", "lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_unet_middle_block_")) for n in names):
-        return ["sdxl"]
-    return ["sd1", "sd2"]
+    """Candidate models, most likely first: the one the names tell, then those of its layout
+    (sd1 and sd2 are told apart by trying to rebuild)."""
+    found = model_from_lora_names(names)
+    return models_of_architecture(architecture_of_model(found), first=found)
 
 
 def _learned_norm(weights: Mapping[str, torch.Tensor], name: str) -> float:
@@ -135,7 +138,7 @@ def read_lycoris_summary(path: str, model: Optional[str] = None, layers: Optiona
 
 
 def _summarise(path, weights, names, model, metadata, layers) -> LycorisSummary:
-    arch = SDXL if model == "sdxl" else SD
+    arch = architecture_of_model(model)
     modules = []
     algos: Dict[str, int] = {}
     for name in names:
@@ -143,8 +146,8 @@ def _summarise(path, weights, names, model, metadata, layers) -> LycorisSummary:
         algo = algo_of(weights, name) or "?"
         if layer is None:
             raise ValueError(f"module {name} names no layer of {model}")
-        is_unet = name.startswith(LORA_PREFIX_UNET)
-        block = block_index(name, arch) if is_unet else -1
+        is_unet = arch.is_denoiser_name(name)
+        block = arch.locate(name) if is_unet else -1
         algos[algo] = algos.get(algo, 0) + 1
         wd = f"{name}.dora_scale" in weights
         if algo in _NEEDS_BASE or wd:
@@ -178,7 +181,7 @@ def bake_lycoris(path: str, output: str, lbw: str, model: Optional[str] = None) 
     weights = load_lora_file(path)
     names = module_names(list(weights))
     model = model or _model_of(names)[0]
-    arch = SDXL if model == "sdxl" else SD
+    arch = architecture_of_model(model)
     vector = parse_lbw(arch, lbw, key="--lbw")
     out = dict(weights)
     scaled: Dict[str, float] = {}
@@ -189,8 +192,8 @@ def bake_lycoris(path: str, output: str, lbw: str, model: Optional[str] = None) 
             raise NetworkArgError("--lbw", lbw, f"a file without DoRA (dora_wd): {name} renormalises W + ΔW, which no scaled tensor reproduces without the base model")
         if algo not in _BAKE_FACTORS:
             raise NetworkArgError("--lbw", lbw, f"a file of algorithms bake can scale exactly ({', '.join(sorted(_BAKE_FACTORS))}); {name} is {algo}, which is not linear in any stored tensor")
-        if name.startswith(LORA_PREFIX_UNET):
-            block = block_index(name, arch)
+        if arch.is_denoiser_name(name):
+            block = arch.locate(name)
             weight, label = (1.0, "unknown") if block < 0 else (vector.blocks[block], arch.block_name(block))
         else:
             weight, label = vector.base, "BASE"

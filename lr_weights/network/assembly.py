@@ -16,7 +16,8 @@ from lr_weights.log import ensure_visible
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan, plan_from_settings, plan_from_weights
 from lr_weights.args.settings import NetworkSettings, TrainingOptions, normalise_kwargs, parse_network_settings, parse_training_options
 from lr_weights.network.table import format_block_table
-from lr_weights.network.targets import as_text_encoder_list, text_encoder_targets, unet_targets
+from lr_weights.args.dit_settings import normalise_dit_kwargs
+from lr_weights.network.targets import as_text_encoder_list, file_targets, text_encoder_targets, unet_targets
 
 logger = logging.getLogger(__name__)
 
@@ -42,28 +43,33 @@ def plan_network(network_dim, network_alpha, text_encoder, unet, neuron_dropout,
     return NetworkPlan(arch, settings.options, plans, dict(kwargs), settings)
 
 
-def plan_network_from_weights(file, text_encoder, unet, weights_sd, for_inference: bool, kwargs: Mapping[str, Any]):
-    """`create_network_from_weights`' arguments -> (the modules the file holds, its state dict).
+def plan_network_from_weights(file, text_encoder, unet, weights_sd, for_inference: bool, kwargs: Mapping[str, Any], arch: Optional[Architecture] = None):
+    """`create_network_from_weights`' arguments -> (the modules the file holds, its state dict), for
+    either kind (`arch` None: the U-Net kind's, read off `unet`).
 
     Block LR weights, LoRA+ ratios and dropouts in kwargs are honoured for training (upstream drops
     the last two); for inference only the block weights are kept.
     """
     ensure_visible()
-    arch = detect_architecture(unet)
+    arch = arch or detect_architecture(unet)
     if weights_sd is None:
         weights_sd = load_lora_file(file)
-    args = normalise_kwargs(kwargs)
-    options = parse_training_options(arch, args)
-    if for_inference:
-        options = TrainingOptions(block_lr_weights=options.block_lr_weights)
-    encoders = as_text_encoder_list(text_encoder)
-    plans, unmatched = plan_from_weights(weights_sd, text_encoder_targets(encoders, arch), unet_targets(unet, arch, include_conv=True))
+    args = normalise_kwargs(kwargs) if arch.dit is None else normalise_dit_kwargs(arch, kwargs)
+    options = options_from_weights(arch, args, for_inference)
+    te_targets, unet_targets = file_targets(arch, as_text_encoder_list(text_encoder), unet, list(weights_sd))
+    plans, unmatched = plan_from_weights(arch, weights_sd, te_targets, unet_targets)
     if unmatched:
         logger.warning(
             "%s: %d modules match no layer of this model (another architecture?) and are ignored, e.g. %s",
             file or "weights", len(unmatched), ", ".join(unmatched[:3]),
         )
     return NetworkPlan(arch, options, plans, args), weights_sd
+
+
+def options_from_weights(arch: Architecture, args: Mapping[str, Any], for_inference: bool) -> TrainingOptions:
+    """The training options of a network made from a file; for inference only the block weights."""
+    options = parse_training_options(arch, args)
+    return TrainingOptions(block_lr_weights=options.block_lr_weights) if for_inference else options
 
 
 def log_created(network: LoRANetwork, kind: str) -> None:

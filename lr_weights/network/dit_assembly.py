@@ -11,14 +11,12 @@ import logging
 from typing import Any, Mapping, Optional, Tuple
 
 from lr_weights.archs.base import Architecture
-from lr_weights.args.dit_settings import normalise_dit_kwargs, parse_dit_settings, parse_regex_pairs, reg_lr
-from lr_weights.args.settings import TrainingOptions, parse_ratio, parse_training_options
-from lr_weights.files.io import load_lora_file
+from lr_weights.args.dit_settings import parse_dit_settings, parse_regex_pairs, reg_lr
+from lr_weights.args.settings import parse_ratio
 from lr_weights.log import ensure_visible
-from lr_weights.network.assembly import log_created
+from lr_weights.network.assembly import log_created, plan_network_from_weights
 from lr_weights.network.dit_network import DiTLoRANetwork
-from lr_weights.network.dit_plan import all_dit_targets, find_dit_targets, plan_dit
-from lr_weights.network.lora_network import plan_from_weights
+from lr_weights.network.dit_plan import find_dit_targets, plan_dit
 from lr_weights.network.targets import as_text_encoder_list
 
 logger = logging.getLogger(__name__)
@@ -48,26 +46,15 @@ def create_dit_network_from_weights(
 ) -> Tuple[DiTLoRANetwork, dict]:
     """A network shaped like the modules in `file` (or `weights_sd`); the weights are not loaded.
 
-    As upstream: an encoder's modules when the file has its keys (FLUX: T5 with `lora_te3_`), the in
+    As upstream: an encoder's modules when the file has its keys (FLUX: T5-XXL), the in
     layers when it has them, split_qkv off (files hold merged qkv). Block LR weights, LoRA+ ratios
     and dropouts in kwargs are honoured for training (upstream drops them); for inference only the
     block weights are kept.
     """
-    ensure_visible()
-    if weights_sd is None:
-        weights_sd = load_lora_file(file)
-    args = normalise_dit_kwargs(arch, kwargs)
-    options = parse_training_options(arch, args)
-    if for_inference:
-        options = TrainingOptions(block_lr_weights=options.block_lr_weights)
-    flags = {e.trained_by: any(str(key).startswith(e.prefix) for key in weights_sd) for e in arch.dit.text_encoders if e.trained_by is not None}
-    te_targets, flow_targets = all_dit_targets(arch, as_text_encoder_list(text_encoders), model, flags)
-    plans, unmatched = plan_from_weights(weights_sd, te_targets, flow_targets)
-    if unmatched:
-        logger.warning("%s: %d modules match no layer of this model and are ignored, e.g. %s", file or "weights", len(unmatched), ", ".join(unmatched[:3]))
+    plan, weights_sd = plan_network_from_weights(file, text_encoders, model, weights_sd, for_inference, kwargs, arch)
     reg_lrs = ()
-    if args.get("network_reg_lrs") is not None and not for_inference:
-        reg_lrs = parse_regex_pairs("network_reg_lrs", args["network_reg_lrs"], reg_lr)
-    network = DiTLoRANetwork(arch, plans, options, multiplier=multiplier, reg_lrs=reg_lrs)
+    if plan.args.get("network_reg_lrs") is not None and not for_inference:
+        reg_lrs = parse_regex_pairs("network_reg_lrs", plan.args["network_reg_lrs"], reg_lr)
+    network = DiTLoRANetwork(arch, plan.plans, plan.options, multiplier=multiplier, reg_lrs=reg_lrs)
     log_created(network, "network from weights")
     return network, weights_sd

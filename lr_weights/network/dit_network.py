@@ -18,9 +18,8 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,7 +28,7 @@ from lr_weights.adapters.split import SplitLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
 from lr_weights.network.lora_network import LoRANetwork, ModulePlan
-from lr_weights.network.param_groups import ParamGroup, _split_group, merge_param_groups
+from lr_weights.network.param_groups import ParamGroup, encoder_lr
 from lr_weights.args.settings import TrainingOptions
 
 logger = logging.getLogger(__name__)
@@ -68,8 +67,7 @@ class DiTLoRANetwork(LoRANetwork):
         def factory(lora_name, layer, dim, alpha, **kwargs):
             return SplitLoRAModule(lora_name, layer, dim, alpha, split_dims=splits.get(lora_name), ggpo_beta=beta, ggpo_sigma=sigma, **kwargs)
 
-        super().__init__(arch, plans, options, multiplier=multiplier, settings=None, module_factory=factory)
-        self.flux_settings = settings
+        super().__init__(arch, plans, options, multiplier=multiplier, settings=settings, module_factory=factory)
         self.reg_lrs = tuple(reg_lrs)
         self.split_qkv = any(split is not None for split in splits.values())
         # Hosts read the encoders' flags (flux_train_network.py: network.train_t5xxl, whether T5
@@ -95,7 +93,7 @@ class DiTLoRANetwork(LoRANetwork):
     def prepare_optimizer_params_with_multiple_te_lrs(self, text_encoder_lr=None, unet_lr=None, default_lr=None, *, with_descriptions: Optional[bool] = None):
         """What flux_train_network.py calls: `(groups, descriptions)`, `--text_encoder_lr` as a list."""
         try:
-            groups = self.flux_param_groups(text_encoder_lrs(text_encoder_lr, default_lr, len(self.arch.dit.text_encoders)), unet_lr, default_lr)
+            groups = self.dit_param_groups(text_encoder_lrs(text_encoder_lr, default_lr, len(self.arch.dit.text_encoders)), unet_lr, default_lr)
         except TypeError as error:
             raise ValueError(f"cannot build optimizer groups: {error}") from error
         params = [g.as_optimizer_group() for g in groups]
@@ -106,72 +104,27 @@ class DiTLoRANetwork(LoRANetwork):
     def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
         count = len(self.arch.dit.text_encoders)
         lrs = list(text_encoder_lrs) if text_encoder_lrs else [text_encoder_lr if text_encoder_lr is not None else default_lr] * count
-        return self.flux_param_groups(lrs + lrs[-1:] * (count - len(lrs)), unet_lr, default_lr)
+        return self.dit_param_groups(lrs + lrs[-1:] * (count - len(lrs)), unet_lr, default_lr)
 
-    def flux_param_groups(self, te_lrs: Sequence[Optional[float]], unet_lr, default_lr) -> List[ParamGroup]:
+    def dit_param_groups(self, te_lrs: Sequence[Optional[float]], unet_lr, default_lr) -> List[ParamGroup]:
+        """One `textencoder {i}` scope per encoder with modules, each at its LR x its LBW weight;
+        the flow model's parts named by block (`unet D03`); `network_reg_lrs` in every scope."""
         self.requires_grad_(True)
         options = self.options
-        te_ratio = options.loraplus_text_encoder_ratio
-        unet_ratio = options.loraplus_unet_ratio
         weights = dict(options.text_encoder_lr_weights)
-        groups: List[ParamGroup] = []
+        te_scopes = []
         for number, encoder in enumerate(self.arch.dit.text_encoders, start=1):
             modules = [m for m in self.text_encoder_loras if m.lora_name.startswith(encoder.prefix + "_")]
             if not modules:
                 continue
-            lr = te_lrs[number - 1]
-            weight = weights.get(encoder.label, options.text_encoder_lr_weight)
-            if lr is not None and weight != 1.0:
-                lr = lr * weight
+            lr = encoder_lr(te_lrs[number - 1], None, weights.get(encoder.label, options.text_encoder_lr_weight))
             logger.info("Text Encoder %d (%s): %d modules, LR %s", number, encoder.title, len(modules), lr)
             stem = encoder.group or f"textencoder {number}"
-            groups += self._groups_with_regexes(stem, [(stem, modules, lr)], te_ratio)
-        if self.unet_loras:
-            base_lr = unet_lr if unet_lr is not None else default_lr
-            block_weights = options.block_lr_weights
-            if block_weights is None:
-                parts = [("unet", self.unet_loras, base_lr)]
-            else:
-                by_block: Dict[int, List[SplitLoRAModule]] = {}
-                for module in self.unet_loras:
-                    by_block.setdefault(self.block_of(module), []).append(module)
-                parts = []
-                for block, modules in by_block.items():
-                    weight = block_weights[block] if 0 <= block < len(block_weights) else 1.0
-                    name = f"unet {self.arch.block_name(block)}" if block >= 0 else "unet"
-                    parts.append((name, modules, None if base_lr is None else base_lr * weight))
-            unet_groups = self._groups_with_regexes("unet", parts, unet_ratio)
-            groups += merge_param_groups(unet_groups) if options.merge_lr_groups else unet_groups
-        return groups
+            te_scopes.append((stem, [(stem, modules, lr)]))
+        return self._groups(te_scopes, unet_lr, default_lr, self._block_description, self.reg_lrs, unet_lr_required=False)
 
-    def _groups_with_regexes(self, stem: str, parts, plus_ratio) -> List[ParamGroup]:
-        """Modules a `network_reg_lrs` regex matches (first match wins) go to `<stem> reg_lr_<i>`
-        groups at that absolute LR, before the others (as upstream, ordered as upstream sorts the
-        group names); the rest stay in their part's group."""
-        matched: Dict[int, list] = {}
-        rest = []
-        for description, modules, lr in parts:
-            unmatched = []
-            for module in modules:
-                index = self._regex_index(module.lora_name)
-                if index is None:
-                    unmatched.append(module)
-                else:
-                    matched.setdefault(index, []).append(module)
-            rest.append((description, unmatched, lr))
-        groups: List[ParamGroup] = []
-        for index in sorted(matched, key=lambda i: f"reg_lr_{i}"):
-            groups += _split_group(f"{stem} reg_lr_{index}", matched[index], self.reg_lrs[index][1], plus_ratio)
-        for description, modules, lr in rest:
-            if modules:
-                groups += _split_group(description, modules, lr, plus_ratio)
-        return groups
-
-    def _regex_index(self, lora_name: str) -> Optional[int]:
-        for index, (pattern, _) in enumerate(self.reg_lrs):
-            if re.search(pattern, lora_name):
-                return index
-        return None
+    def _block_description(self, block: int) -> str:
+        return f"unet {self.arch.block_name(block)}" if block >= 0 else "unet"
 
     # ---- files: split_qkv modules are stored merged ------------------------------------------
 

@@ -52,15 +52,6 @@ def find_dit_targets(
     return te, blocks, inputs
 
 
-def all_dit_targets(arch: Architecture, text_encoders: Sequence[Optional[nn.Module]], model: Optional[nn.Module], flags) -> Tuple[List[Target], List[Target]]:
-    """Every layer a file of this family may hold modules for: (text-encoder targets, the rest)."""
-    te = dit_text_encoder_targets(list(text_encoders or []), arch, flags)
-    rest = block_targets(model, arch, arch.dit.all_block_classes)
-    for name_filter in arch.dit.in_filters:
-        rest += filtered_targets(model, arch, name_filter)
-    return te, rest
-
-
 def _regex_dim(settings: DiTSettings, lora_name: str) -> Optional[int]:
     for pattern, dim in settings.reg_dims:
         if re.search(pattern, lora_name):

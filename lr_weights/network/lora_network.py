@@ -21,9 +21,9 @@ from lr_weights.errors import NetworkArgError
 from lr_weights.adapters.functional import delta_weight, max_norm_ratio
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import load_lora_file, save_lora_file
-from lr_weights.files.loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_diffusers_unet_keys, shape_mismatches, uses_ldm_unet_names
+from lr_weights.files.loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_foreign_keys, shape_mismatches
 from lr_weights.adapters.lora import LoRAModule, max_rank
-from lr_weights.network.param_groups import ParamGroup, build_param_groups, first_lr, merge_param_groups, per_encoder_lrs
+from lr_weights.network.param_groups import ParamGroup, Scope, encoder_lr, first_lr, merge_param_groups, per_encoder_lrs, scoped_groups, unet_parts
 from lr_weights.args.settings import NetworkSettings, TrainingOptions
 from lr_weights.network.table import BlockRow, ModuleFacts, block_table_json, build_block_table
 from lr_weights.network.targets import Target
@@ -84,16 +84,16 @@ def _check_ranks(plans: Sequence[ModulePlan], settings: NetworkSettings) -> None
 
 
 def plan_from_weights(
-    weights: Mapping[str, torch.Tensor], text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]
+    arch: Architecture, weights: Mapping[str, torch.Tensor], text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]
 ) -> Tuple[List[ModulePlan], List[str]]:
     """Adapters for the modules a file holds: dim = rows of lora_down, alpha from the file (absent -> dim).
 
-    Returns the plans and the file's module names that match no layer of the model. Diffusers-named
-    U-Net keys are renamed in place for an LDM-named (SDXL) U-Net, as upstream does. A file whose
+    Returns the plans and the file's module names that match no layer of the model. Foreign-named
+    keys are renamed in place by the arch (SDXL: diffusers' U-Net names), as upstream does. A file whose
     tensors do not fit the model, or of which nothing fits, is a ValueError naming keys and shapes.
     """
-    if isinstance(weights, MutableMapping) and uses_ldm_unet_names(t.lora_name for t in unet_targets):
-        rename_diffusers_unet_keys(weights)
+    if isinstance(weights, MutableMapping):
+        rename_foreign_keys(weights, arch)
     dims, alphas = dims_and_alphas(weights)
     plans = []
     for target in list(text_encoder_targets) + list(unet_targets):
@@ -123,7 +123,7 @@ class LoRANetwork(nn.Module):
         plans: Sequence[ModulePlan],
         options: TrainingOptions,
         multiplier: float = 1.0,
-        settings: Optional[NetworkSettings] = None,
+        settings=None,  # the parsed settings, if made from them (NetworkSettings; the DiT kind's DiTSettings)
         module_factory: Callable[..., LoRAModule] = LoRAModule,
     ):
         super().__init__()
@@ -193,8 +193,7 @@ class LoRANetwork(nn.Module):
         shapes that disagree; alphas from the file set the scale (CONTRACT §7.8).
         """
         weights = load_lora_file(file)
-        if self.arch.is_sdxl:
-            rename_diffusers_unet_keys(weights)
+        rename_foreign_keys(weights, self.arch)
         check_file_fits(
             file,
             weights,
@@ -245,27 +244,38 @@ class LoRANetwork(nn.Module):
         if with_descriptions is None:
             with_descriptions = caller_reads_descriptions(sys._getframe(1))
         try:
-            lrs = per_encoder_lrs(text_encoder_lr, [m.lora_name for m in self.text_encoder_loras])
+            lrs = per_encoder_lrs(text_encoder_lr, [self.arch.text_encoder_label(m.lora_name) for m in self.text_encoder_loras])
         except TypeError as error:
             raise ValueError(f"cannot read --text_encoder_lr={text_encoder_lr!r}: {error}") from error
         return self.prepare_optimizer_params(text_encoder_lr, unet_lr, default_lr, with_descriptions=with_descriptions, text_encoder_lrs=lrs)
 
     def param_groups(self, text_encoder_lr=None, unet_lr=None, default_lr=None, text_encoder_lrs=None) -> List[ParamGroup]:
+        """The groups in upstream's order: the text encoders' (one `textencoder` group, or with
+        `text_encoder_lrs` (see per_encoder_lrs) one `textencoder {i}` per encoder), then the U-Net's."""
         self.requires_grad_(True)
-        groups = build_param_groups(
-            self.text_encoder_loras,
-            self.unet_loras,
-            [self._unet_blocks[m.lora_name] for m in self.unet_loras],
-            self.options.block_lr_weights,
-            text_encoder_lr,
-            unet_lr,
-            default_lr,
-            self.options.loraplus_text_encoder_ratio,
-            self.options.loraplus_unet_ratio,
-            text_encoder_lr_weight=self.options.text_encoder_lr_weight,
-            text_encoder_lrs=text_encoder_lrs,
-        )
-        return merge_param_groups(groups) if self.options.merge_lr_groups else groups
+        weight = self.options.text_encoder_lr_weight  # LBW's BASE
+        if not text_encoder_lrs:
+            te_scopes = [("textencoder", [("textencoder", self.text_encoder_loras, encoder_lr(text_encoder_lr, default_lr, weight))])]
+        else:
+            prefixes = self.arch.encoder_prefixes(len(text_encoder_lrs))
+            te_scopes = [
+                (f"textencoder {number}", [(f"textencoder {number}", [m for m in self.text_encoder_loras if m.lora_name.startswith(prefix + "_")], encoder_lr(lr, default_lr, weight))])
+                for number, (prefix, lr) in enumerate(zip(prefixes, text_encoder_lrs), start=1)
+            ]
+        return self._groups(te_scopes, unet_lr, default_lr, lambda block: f"unet_block{block}")
+
+    def _groups(self, te_scopes: List[Scope], unet_lr, default_lr, describe, reg_lrs=(), unet_lr_required: bool = True) -> List[ParamGroup]:
+        """Text-encoder scopes (each with the text-encoder LoRA+ ratio) and the U-Net's parts -> groups."""
+        options = self.options
+        scopes = [(stem, parts, options.loraplus_text_encoder_ratio) for stem, parts in te_scopes]
+        if self.unet_loras:
+            base_lr = unet_lr if unet_lr is not None else default_lr
+            if base_lr is None and options.block_lr_weights is not None and unet_lr_required:
+                raise NetworkArgError("unet_lr", None, "a U-Net learning rate (--unet_lr or --learning_rate) for block LR weights to scale")
+            parts = unet_parts(self.unet_loras, [self.block_of(m) for m in self.unet_loras], options.block_lr_weights, base_lr, describe)
+            scopes.append(("unet", parts, options.loraplus_unet_ratio))
+        groups = scoped_groups(scopes, reg_lrs)
+        return merge_param_groups(groups) if options.merge_lr_groups else groups
 
     def prepare_network(self, args) -> None:
         """sd-scripts calls this with its parsed arguments before it builds the optimizer: say once,

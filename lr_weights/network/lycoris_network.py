@@ -120,15 +120,13 @@ class LycorisBlockNetwork(LoRANetwork):
         The modules must hold the weights (`create_network_from_weights` builds them from the file);
         parts with no key in `weights_sd` are left alone, as lycoris.kohya does.
         """
-        parts = {"lora_te": False, "lora_unet": False}
-        for key in weights_sd or {}:
-            for prefix in parts:
-                if key.startswith(prefix):
-                    parts[prefix] = True
+        te_prefixes = tuple(prefix for prefix, _ in self.arch.text_encoder_prefixes)
+        keys = list(weights_sd or {})
+        # whether the file has keys of the denoiser (True) and of the text encoders (False)
+        parts = {True: any(self.arch.is_denoiser_name(k) for k in keys), False: any(k.startswith(te_prefixes) for k in keys)}
         merged = 0
         for module in self.all_loras:
-            is_unet = module.lora_name.startswith("lora_unet")
-            if weights_sd is not None and not parts["lora_unet" if is_unet else "lora_te"]:
+            if weights_sd is not None and not parts[self.arch.is_denoiser_name(module.lora_name)]:
                 continue
             layer = module.org_module[0]
             target = layer.weight.device if device is None else device

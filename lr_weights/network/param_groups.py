@@ -1,20 +1,21 @@
-"""Optimizer param groups and their descriptions (CONTRACT §5).
+"""Optimizer param groups and their descriptions (CONTRACT §5), for every network kind.
 
-One group for the text encoder(s); for the U-Net one group per block (in order of first
-appearance) when block LR weights are set, else one `unet` group. LoRA+ moves each group's
-`lora_up` weights into a twin group right after it, with lr x ratio. Groups with no or zero LR
-are left out, as upstream does.
+A network says which parts it has (networks decide their descriptions: `textencoder`, `unet_block3`
+for the U-Net kind, `textencoder 1`, `unet D03` for the DiT kind); here they become groups: one
+per text-encoder part; for the U-Net / flow model one group per block (in order of first
+appearance) when block LR weights are set, else one `unet` group. `network_reg_lrs` regexes take
+their modules into groups of their own. LoRA+ moves each group's `lora_up` weights into a twin
+group right after it, with lr x ratio. Groups with no or zero LR are left out, as upstream does.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
-
-from lr_weights.errors import NetworkArgError
 
 logger = logging.getLogger(__name__)
 
@@ -49,53 +50,72 @@ def _split_group(description: str, modules: Sequence[nn.Module], lr: Optional[fl
     return groups
 
 
-def build_param_groups(
-    text_encoder_modules: Sequence[nn.Module],
-    unet_modules: Sequence[nn.Module],
-    unet_blocks: Sequence[int],
-    block_lr_weights: Optional[Sequence[float]],
-    text_encoder_lr: Optional[float],
-    unet_lr: Optional[float],
-    default_lr: Optional[float],
-    loraplus_text_encoder_ratio: Optional[float] = None,
-    loraplus_unet_ratio: Optional[float] = None,
-    text_encoder_lr_weight: float = 1.0,
-    text_encoder_lrs: Optional[Sequence[Optional[float]]] = None,
-) -> List[ParamGroup]:
-    """The groups in upstream's order. `unet_blocks[i]` is the block index of `unet_modules[i]`.
+# (description, modules, LR): the modules of one optimizer group (and its LoRA+ twin).
+Part = Tuple[str, Sequence[nn.Module], Optional[float]]
+# (stem, parts, LoRA+ ratio): parts whose `network_reg_lrs` matches are shared (`<stem> reg_lr_<i>`).
+Scope = Tuple[str, Sequence[Part], Optional[float]]
 
-    `text_encoder_lr_weight` (LBW's BASE) scales the text-encoder LR. `text_encoder_lrs` (see
-    per_encoder_lrs) gives encoder i, the modules named `lora_te{i}_`, its own group `textencoder {i}`.
-    """
-    groups: List[ParamGroup] = []
-    if text_encoder_modules:
 
-        def te_lr(lr: Optional[float]) -> Optional[float]:
-            lr = lr if lr is not None else default_lr
-            return lr if lr is None or text_encoder_lr_weight == 1.0 else lr * text_encoder_lr_weight
+def encoder_lr(lr: Optional[float], default_lr: Optional[float], weight: float) -> Optional[float]:
+    """An encoder's LR: its own (else the default) x its LBW weight (BASE, or CLIP / T5)."""
+    lr = lr if lr is not None else default_lr
+    return lr if lr is None or weight == 1.0 else lr * weight
 
-        if not text_encoder_lrs:
-            groups += _split_group("textencoder", text_encoder_modules, te_lr(text_encoder_lr), loraplus_text_encoder_ratio)
-        for number, lr in enumerate(text_encoder_lrs or (), start=1):
-            own = [m for m in text_encoder_modules if m.lora_name.startswith(f"lora_te{number}_")]
-            groups += _split_group(f"textencoder {number}", own, te_lr(lr), loraplus_text_encoder_ratio)
 
-    if not unet_modules:
-        return groups
-    base_lr = unet_lr if unet_lr is not None else default_lr
-    if block_lr_weights is None:
-        return groups + _split_group("unet", unet_modules, base_lr, loraplus_unet_ratio)
-    if base_lr is None:
-        raise NetworkArgError("unet_lr", None, "a U-Net learning rate (--unet_lr or --learning_rate) for block LR weights to scale")
-
+def block_parts(
+    modules: Sequence[nn.Module], blocks: Sequence[int], block_lr_weights: Sequence[float], base_lr: Optional[float], describe: Callable[[int], str]
+) -> List[Part]:
+    """One part per block, in order of first appearance, at base_lr x the block's weight; a module
+    whose block is unknown trains at the plain LR (CONTRACT §7.7)."""
     by_block: Dict[int, List[nn.Module]] = {}
-    for module, block in zip(unet_modules, unet_blocks):
+    for module, block in zip(modules, blocks):
         by_block.setdefault(block, []).append(module)
-    for block, modules in by_block.items():
-        # A module whose block is unknown trains at the plain U-Net LR (CONTRACT §7.7).
+    parts: List[Part] = []
+    for block, members in by_block.items():
         weight = block_lr_weights[block] if 0 <= block < len(block_lr_weights) else 1.0
-        groups += _split_group(f"unet_block{block}", modules, base_lr * weight, loraplus_unet_ratio)
+        parts.append((describe(block), members, None if base_lr is None else base_lr * weight))
+    return parts
+
+
+def unet_parts(
+    modules: Sequence[nn.Module], blocks: Sequence[int], block_lr_weights: Optional[Sequence[float]], base_lr: Optional[float], describe: Callable[[int], str]
+) -> List[Part]:
+    """One `unet` part without block LR weights, else one part per block."""
+    if block_lr_weights is None:
+        return [("unet", modules, base_lr)]
+    return block_parts(modules, blocks, block_lr_weights, base_lr, describe)
+
+
+def scoped_groups(scopes: Sequence[Scope], reg_lrs: Sequence[Tuple[str, float]] = ()) -> List[ParamGroup]:
+    """The groups of each scope in order. Within a scope, modules a `network_reg_lrs` regex matches
+    (first match wins) go to `<stem> reg_lr_<i>` groups at that absolute LR, before the others (as
+    upstream lora_flux, ordered as it sorts the group names); the rest stay in their part's group."""
+    groups: List[ParamGroup] = []
+    for stem, parts, plus_ratio in scopes:
+        matched: Dict[int, list] = {}
+        rest = []
+        for description, modules, lr in parts:
+            unmatched = []
+            for module in modules:
+                index = _regex_index(reg_lrs, module.lora_name)
+                if index is None:
+                    unmatched.append(module)
+                else:
+                    matched.setdefault(index, []).append(module)
+            rest.append((description, unmatched, lr))
+        for index in sorted(matched, key=lambda i: f"reg_lr_{i}"):
+            groups += _split_group(f"{stem} reg_lr_{index}", matched[index], reg_lrs[index][1], plus_ratio)
+        for description, modules, lr in rest:
+            if modules:
+                groups += _split_group(description, modules, lr, plus_ratio)
     return groups
+
+
+def _regex_index(reg_lrs: Sequence[Tuple[str, float]], lora_name: str) -> Optional[int]:
+    for index, (pattern, _) in enumerate(reg_lrs):
+        if re.search(pattern, lora_name):
+            return index
+    return None
 
 
 def merge_param_groups(groups: Sequence[ParamGroup]) -> List[ParamGroup]:
@@ -137,14 +157,15 @@ def _joined(descriptions: Sequence[str]) -> str:
     return ",".join(stems) + suffix
 
 
-def per_encoder_lrs(value, text_encoder_names: Sequence[str]) -> Optional[List[Optional[float]]]:
-    """One LR per text encoder when `--text_encoder_lr` has two or more values and the network has
-    SDXL's two encoders (`lora_te1_`, `lora_te2_`); None otherwise, meaning "one textencoder group
-    with the first value", exactly as without per-encoder LRs.
+def per_encoder_lrs(value, text_encoder_labels: Sequence[str]) -> Optional[List[Optional[float]]]:
+    """One LR per text encoder when `--text_encoder_lr` has two or more values and the network's
+    modules are of two or more numbered encoders (labels TE1, TE2: SDXL's `lora_te1_`, `lora_te2_`);
+    None otherwise, meaning "one textencoder group with the first value", exactly as without
+    per-encoder LRs.
     """
-    if not isinstance(value, (list, tuple)) or len(value) < 2 or not text_encoder_names:
+    if not isinstance(value, (list, tuple)) or len(value) < 2 or not text_encoder_labels:
         return None
-    encoders = sorted({int(name[len("lora_te")]) for name in text_encoder_names if name[len("lora_te") : len("lora_te") + 1].isdigit()})
+    encoders = sorted(set(text_encoder_labels) - {"TE"})
     if len(encoders) < 2:
         logger.warning("--text_encoder_lr has %d values but this model has one text encoder; it trains at the first, %s.", len(value), value[0])
         return None

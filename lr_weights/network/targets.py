@@ -49,15 +49,9 @@ def _walk(root: nn.Module, prefix: str, is_target_class) -> Iterator[Tuple[str, 
             yield lora_name, child
 
 
-def text_encoder_prefixes(arch: Architecture, count: int) -> List[str]:
-    """U-Net kind: `lora_te` for one encoder, `lora_te1`, `lora_te2` for two (sd-scripts' lora.py)."""
-    by_label = {label: prefix.rstrip("_") for prefix, label in arch.text_encoder_prefixes}
-    return [by_label["TE"]] if count == 1 else [by_label[f"TE{i + 1}"] for i in range(count)]
-
-
 def text_encoder_targets(text_encoders: Sequence[nn.Module], arch: Architecture) -> List[Target]:
     targets = []
-    for prefix, encoder in zip(text_encoder_prefixes(arch, len(text_encoders)), text_encoders):
+    for prefix, encoder in zip(arch.encoder_prefixes(len(text_encoders)), text_encoders):
         if encoder is None:
             continue
         for lora_name, layer in _walk(encoder, prefix, arch.is_text_encoder_target_class):
@@ -84,8 +78,8 @@ def as_text_encoder_list(text_encoder) -> List[nn.Module]:
 
 
 def dit_text_encoder_targets(text_encoders: Sequence[Optional[nn.Module]], arch: Architecture, flags: Mapping[str, bool]) -> List[Target]:
-    """The encoders in the host's order, each under its arch prefix (FLUX: CLIP-L `lora_te1_`, T5-XXL
-    `lora_te3_`); a None encoder (Chroma has no CLIP-L) is skipped; at the first encoder whose
+    """The encoders in the host's order, each under its prefix in the arch (FLUX: CLIP-L, then
+    T5-XXL); a None encoder (Chroma has no CLIP-L) is skipped; at the first encoder whose
     flag (train_t5xxl) is off, upstream stops."""
     specs = arch.dit.text_encoders
     targets = []
@@ -120,3 +114,26 @@ def filtered_targets(model: Optional[nn.Module], arch: Architecture, name_filter
         if name_filter in lora_name:
             targets.append(Target(lora_name, child, arch.locate(lora_name), True))
     return targets
+
+
+def file_targets(arch: Architecture, text_encoders: Sequence[Optional[nn.Module]], model: Optional[nn.Module], keys: Sequence[str]) -> Tuple[List[Target], List[Target]]:
+    """Every layer a LoRA file of `arch` may hold modules for, as upstream's from-weights path finds
+    them: (text-encoder targets, the U-Net's / flow model's). The U-Net kind: LoCon's convs too. The
+    DiT kind: an encoder with a flag (T5) when the file has its keys, every block, the in layers."""
+    if arch.dit is None:
+        return text_encoder_targets(text_encoders, arch), unet_targets(model, arch, include_conv=True)
+    flags = {e.trained_by: any(str(key).startswith(e.prefix) for key in keys) for e in arch.dit.text_encoders if e.trained_by is not None}
+    rest = block_targets(model, arch, arch.dit.all_block_classes)
+    for name_filter in arch.dit.in_filters:
+        rest += filtered_targets(model, arch, name_filter)
+    return dit_text_encoder_targets(text_encoders, arch, flags), rest
+
+
+def blocks_with_modules(arch: Architecture, include_conv: bool) -> "frozenset":
+    """The block indices that hold at least one adapter module, found the way a network finds its
+    targets, on sd-scripts' own module tree (the family's first model: SD1 stands for SD1/SD2,
+    whose blocks are laid out alike)."""
+    from lr_weights.models.reference import build_reference_model  # meta-device trees: only the CLI asks
+
+    _, denoiser = build_reference_model(arch.models[0].name)
+    return frozenset(t.block for t in unet_targets(denoiser, arch, include_conv) if t.block >= 0)

@@ -485,6 +485,10 @@ def assert_same_files(ws: TinyWorkspace, a: Path, b: Path, label: str) -> Tuple[
         {k: res[k] for k in ("only_in_a", "only_in_b", "shape_or_dtype_mismatch", "max_abs_diff", "n_keys_differing", "worst")},
         indent=1,
     )
+    report = os.environ.get("LRW_E2E_REPORT")
+    if report:  # one JSON line per comparison, for the figures of a change's note
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"case": label, "max_abs_diff": res["max_abs_diff"], "keys": res["n_keys_a"]}) + "\n")
     if not res["n_keys_a"] > 0:
         raise AssertionError(f"{label}: empty LoRA file {a}")
     if res["only_in_a"] or res["only_in_b"]:

@@ -9,6 +9,7 @@ Optional environment:
   LRW_E2E_WORKDIR    reuse this folder for models/outputs (default: pytest tmp)
   LRW_E2E_CANDIDATE  network module under test (default: lr_weights.lora)
   LRW_E2E_TOL        max abs diff allowed (default: 1e-5)
+  LRW_E2E_REPORT     append one JSON line per comparison (case, max abs diff) to this file
   LRW_E2E_THREADS    OMP/MKL threads per trainer process (default: 1)
 """
 

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from lr_weights import lora
 from lr_weights.archs.blocks import SD, SDXL
 from lr_weights.files.io import load_lora_file
-from lr_weights.files.loading import expected_shapes, sdxl_ldm_module_name
+from lr_weights.archs.sdxl_names import sdxl_ldm_module_name
+from lr_weights.files.loading import expected_shapes
 from lr_weights.network.targets import unet_targets
 from lr_weights.models.tiny import build_tiny_sd
 
