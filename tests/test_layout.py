@@ -31,11 +31,13 @@ LAYERS = {
     "flux": 5,
     "anima": 5,
     "hunyuan_image": 5,
+    "sd3": 5,
+    "lumina": 5,
     "lycoris": 6,
     "lbw": 5,
     "cli": 7,
 }
-ENTRY_POINTS = ("lora", "dylora", "flux", "anima", "hunyuan_image", "lycoris")
+ENTRY_POINTS = ("lora", "dylora", "flux", "sd3", "lumina", "anima", "hunyuan_image", "lycoris")
 
 
 def _place(module: str) -> str:

@@ -33,7 +33,8 @@ def split_dims(rule: Optional[SplitRule], lora_name: str, layer: nn.Module) -> O
     None for a layer no rule names or that is not a Linear.
 
     "equal" (FLUX double blocks' `*_attn_qkv`, out = 3 x hidden): equal parts. "qkv+rest" (single
-    blocks' `linear1`, in = hidden, out = 3 x hidden + mlp): q, k, v and the MLP input.
+    blocks' `linear1`, in = hidden, out = 3 x hidden + mlp): q, k, v and the MLP input. "q+kv"
+    (Lumina 2's grouped-query `attention_qkv`, in = hidden = q, out = q + 2 x kv): q, k, v.
     """
     if rule is None or type(layer).__name__ != "Linear":
         return None
@@ -47,6 +48,11 @@ def split_dims(rule: Optional[SplitRule], lora_name: str, layer: nn.Module) -> O
         if rest <= 0:
             raise ValueError(f"split_qkv: {lora_name} ({in_features} -> {out_features}) is not q, k, v ({in_features} each) plus an MLP input")
         return (in_features,) * 3 + (rest,)
+    if rule.form == "q+kv":
+        kv = out_features - in_features
+        if kv <= 0 or kv % 2:
+            raise ValueError(f"split_qkv: {lora_name} ({in_features} -> {out_features}) is not q ({in_features}) plus equal k and v")
+        return (in_features, kv // 2, kv // 2)
     raise ValueError(f"split_qkv: unknown split form {rule.form!r} for {lora_name}")
 
 

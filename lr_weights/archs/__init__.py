@@ -13,15 +13,25 @@ from lr_weights.archs.anima import ANIMA
 from lr_weights.archs.base import Architecture, LBWVocabulary, Stack
 from lr_weights.archs.flux import FLUX
 from lr_weights.archs.hunyuan_image import HUNYUAN_IMAGE
+from lr_weights.archs.lumina import LUMINA
 from lr_weights.archs.sd import SD
+from lr_weights.archs.sd3 import SD3, SD3_LARGE
 from lr_weights.archs.sdxl import SDXL
 
-ARCHITECTURES: Dict[str, Architecture] = {"sd": SD, "sdxl": SDXL, "flux": FLUX, "anima": ANIMA, "hunyuan_image": HUNYUAN_IMAGE}
+# SD3's layout depends on its joint-block count (SD3 / SD3.5 medium 24, SD3.5 large 38): two
+# entries of one family; the entry point builds the layout of the model it is given.
+ARCHITECTURES: Dict[str, Architecture] = {
+    "sd": SD, "sdxl": SDXL, "flux": FLUX, "sd3": SD3, "sd3-large": SD3_LARGE, "lumina": LUMINA, "anima": ANIMA, "hunyuan_image": HUNYUAN_IMAGE,
+}
 # Other names users give an architecture: its models' names and common ones.
-ALIASES: Tuple[Tuple[str, str], ...] = (("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"), ("hunyuanimage", "hunyuan_image"))
+ALIASES: Tuple[Tuple[str, str], ...] = (
+    ("sd1", "sd"), ("sd2", "sd"), ("flux1", "flux"), ("chroma", "flux"),
+    ("sd35", "sd3"), ("sd3.5", "sd3"), ("sd35-large", "sd3-large"), ("sd3.5-large", "sd3-large"), ("lumina2", "lumina"),
+    ("hunyuanimage", "hunyuan_image"),
+)
 
 __all__ = [
-    "ALIASES", "ANIMA", "ARCHITECTURES", "Architecture", "FLUX", "HUNYUAN_IMAGE", "LBWVocabulary", "SD", "SDXL", "Stack",
+    "ALIASES", "ANIMA", "ARCHITECTURES", "Architecture", "FLUX", "HUNYUAN_IMAGE", "LBWVocabulary", "LUMINA", "SD", "SD3", "SD3_LARGE", "SDXL", "Stack",
     "architecture_names", "get_architecture", "keys_of_other_architectures",
 ]
 

@@ -67,6 +67,8 @@ class LBWVocabulary:
     # the block of the same name.
     entry_targets: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     text_encoder_labels: Tuple[str, ...] = ("TE",)  # labels an entry may target besides blocks
+    # How the per-block table names each encoder's row (label -> name); unlisted labels as they are.
+    text_encoder_rows: Tuple[Tuple[str, str], ...] = (("TE1", "CLIP"), ("TE3", "T5"))
 
     @property
     def lengths(self) -> Tuple[int, ...]:

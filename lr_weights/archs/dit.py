@@ -20,8 +20,9 @@ groups come in first-match order instead of sorted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class TextEncoder:
     # An upstream on/off arg this encoder needs to get modules ("train_t5xxl"); None: always.
     # Encoders after the first one whose flag is off get none either, as upstream stops there.
     trained_by: Optional[str] = None
+    # The description of its optimizer groups; None: "textencoder <its position from 1>".
+    group: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class SplitRule:
 
     `form` says how the fused output is cut, always from the layer's own shape:
     - "equal": `parts` equal parts (a fused q, k, v);
-    - "qkv+rest": three parts of in_features each (q, k, v) and the rest (an MLP input).
+    - "qkv+rest": three parts of in_features each (q, k, v) and the rest (an MLP input);
+    - "q+kv": q of in_features, then k and v, equal halves of the rest (grouped-query attention,
+      fewer k/v heads than q heads: Lumina 2's attention.qkv).
     """
 
     contains: Tuple[str, ...]
@@ -66,13 +71,21 @@ class DiTLayout:
     """What a lora_flux-style module reads off a DiT model, as data."""
 
     # train_blocks value -> the block classes whose Linears are adapted; the first is the default.
+    # A layout with a single value has no train_blocks arg (lora_sd3).
     train_blocks: Tuple[Tuple[str, Tuple[str, ...]], ...]
+    # train_blocks value -> LoRA-name substrings, one pass over those blocks each, in this order
+    # (lora_lumina selects its blocks by name: "refiners" is noise_refiner, then context_refiner);
+    # a value not listed is one pass over every block of its classes.
+    train_block_filters: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     # (arg, substrings a LoRA name must all contain), in upstream's order of precedence.
     component_dims: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     # The in layers' arg (FLUX: in_dims), and per entry (its name, the substring filter).
     in_dims_key: Optional[str] = None
     in_layers: Tuple[Tuple[str, str], ...] = ()
     in_block: str = "IN"  # the block the in layers belong to
+    # k x k convs among the in layers take conv_dim / conv_alpha when conv_dim is given, else their
+    # in dim (lora_sd3: x_embedder's patch conv); component dims never apply to them.
+    in_conv: bool = False
     # (arg, stack name): upstream's `train_*_block_indices`, which prune a stack's blocks.
     block_selections: Tuple[Tuple[str, str], ...] = ()
     split_rules: Tuple[SplitRule, ...] = ()
@@ -106,6 +119,10 @@ class DiTLayout:
         added = tuple(c for key, classes in self.flag_block_classes if flags.get(key) for c in classes)
         return dict(self.train_blocks)[train_blocks] + added
 
+    def block_filters(self, train_blocks: str) -> Tuple[str, ...]:
+        """The name filters of a train_blocks value, one pass each; () for one unfiltered pass."""
+        return dict(self.train_block_filters).get(train_blocks, ())
+
     @property
     def all_block_classes(self) -> Tuple[str, ...]:
         return self.train_blocks[0][1] + tuple(c for _, classes in self.flag_block_classes for c in classes)
@@ -132,6 +149,7 @@ class DiTLayout:
         if self.path_filter is not None:
             keys += (self.path_filter.exclude_key, self.path_filter.include_key)
         keys += tuple(key for key, _ in self.component_dims) + ((self.in_dims_key,) if self.in_dims_key else ())
+        keys += ("conv_dim", "conv_alpha") if self.in_conv else ()
         return keys + self.flags
 
     def split_rule(self, lora_name: str) -> Optional[SplitRule]:
@@ -139,3 +157,12 @@ class DiTLayout:
             if all(part in lora_name for part in rule.contains):
                 return rule
         return None
+
+
+def numbered_blocks(model: Any, container: str) -> int:
+    """How many blocks `model` holds under `container` (`joint_blocks.0`, `joint_blocks.1`, ...):
+    the highest N + 1, read off `named_modules()` (so a tree rebuilt from a skeleton counts too);
+    0 when there is none."""
+    pattern = re.compile(rf"{re.escape(container)}\.(\d+)")
+    found = [int(m.group(1)) for name, _ in model.named_modules() for m in [pattern.fullmatch(name)] if m]
+    return max(found) + 1 if found else 0

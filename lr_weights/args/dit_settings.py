@@ -65,6 +65,9 @@ class DiTSettings:
     # arch.dit.path_filter: the exclude regexes (the default first, then the user's) and the includes.
     exclude_patterns: Tuple[str, ...] = ()
     include_patterns: Tuple[str, ...] = ()
+    # conv_dim / conv_alpha for k x k in-layer convs (arch.dit.in_conv; lora_sd3's x_embedder).
+    conv_dim: Optional[int] = None
+    conv_alpha: float = 1.0
 
     def __getattr__(self, name: str):
         # upstream's flag names read as attributes (settings.train_t5xxl), as its network has them
@@ -277,6 +280,7 @@ def parse_dit_settings(arch: Architecture, network_dim: Any, network_alpha: Any,
         includes = () if args.get(path_filter.include_key) is None else parse_pattern_list(path_filter.include_key, args[path_filter.include_key])
     options = parse_training_options(arch, args, neuron_dropout)
     block_dims, block_alphas = _block_dims(arch, args, dim, alpha)
+    conv_dim, conv_alpha = _conv_dim_alpha(layout, args)
     settings = DiTSettings(
         arch=arch,
         dim=dim,
@@ -297,9 +301,21 @@ def parse_dit_settings(arch: Architecture, network_dim: Any, network_alpha: Any,
         options=options,
         exclude_patterns=excludes,
         include_patterns=includes,
+        conv_dim=conv_dim,
+        conv_alpha=conv_alpha,
     )
     _check_in_dims_weight(settings)
     return settings
+
+
+def _conv_dim_alpha(layout, args: Mapping[str, Any]) -> Tuple[Optional[int], float]:
+    """conv_dim (and conv_alpha, 1.0 unless given, as upstream) where the layout has in-layer convs."""
+    if not layout.in_conv or args.get("conv_dim") is None:
+        if layout.in_conv and args.get("conv_alpha") is not None:
+            logger.warning("conv_alpha=%s has no effect without conv_dim (upstream ignores it too).", args["conv_alpha"])
+        return None, 1.0
+    conv_alpha = 1.0 if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
+    return parse_int("conv_dim", args["conv_dim"]), conv_alpha
 
 
 def _ggpo(args: Mapping[str, Any]) -> Dict[str, Optional[float]]:

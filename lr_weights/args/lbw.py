@@ -110,6 +110,9 @@ def _parse_numbers(key: str, text: str, arch: Architecture) -> List[float]:
 
 def named_form(arch: Architecture, text: str, key: str = "lbw_weights") -> Tuple[Tuple[str, ...], Tuple[float, ...]]:
     """(entry names, values) of an LBW preset or vector for `arch`; errors name the accepted forms."""
+    if not arch.lbw.forms:
+        own = ", ".join(arch.lr_weight_keys)
+        raise NetworkArgError(key, text, f"no LBW vector: LoRA Block Weight has none for {arch.title} (only for SD, SDXL and FLUX); set block weights with {own}")
     raw = str(text).strip()
     preset = arch.lbw.preset(raw)
     if preset is not None:

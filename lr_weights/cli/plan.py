@@ -1,13 +1,13 @@
 """`lr-weights plan`: the whole network a setting builds, before any GPU time is spent.
 
-The network is built by the module itself (lr_weights.lora, lr_weights.dylora, lr_weights.lycoris
-or lr_weights.flux) over sd-scripts' SD1/SD2/SDXL/FLUX module trees rebuilt on the meta device: no
-weights, no download. A checkpoint given with --model is only read for its key names, to pick the
-architecture. Network args come from the command line (as sd-scripts takes them), an sd-scripts
---config_file TOML or a Kohya GUI JSON; later sources override earlier ones (GUI JSON, then TOML,
-then options). The architecture is what training would use: --arch, else --model, else the TOML's
-pretrained model (when the file is here) or the training script its comments name
-(sdxl_train_network.py ...), else the GUI config's SDXL switch; sd1 when nothing says.
+The network is built by the module itself (lr_weights.lora, dylora, lycoris, or a DiT family's own:
+flux, sd3, lumina, anima, hunyuan_image) over sd-scripts' module trees of that model rebuilt on the
+meta device: no weights, no download. A checkpoint given with --model is only read for its key
+names, to pick the architecture. Network args come from the command line (as sd-scripts takes
+them), an sd-scripts --config_file TOML or a Kohya GUI JSON; later sources override earlier ones
+(GUI JSON, then TOML, then options). The architecture is what training would use: --arch, else
+--model, else the TOML's pretrained model (when the file is here) or the training script its
+comments name (sdxl_train_network.py ...), else the GUI config's SDXL switch; sd1 when nothing says.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ EXAMPLES = """examples:
   lr-weights plan --gui-config my_lora.json --json > plan.json
   lr-weights plan --arch flux --network_dim 16 --network_alpha 16 --unet_lr 1e-4 \\
       --network_args "double_lr_weight=sine+.25" "single_lr_weight=cosine" "block_lr_zero_threshold=0.3"
+  lr-weights plan --arch sd3-large --network_dim 16 --unet_lr 1e-4 --network_args "joint_lr_weight=sine" "block_lr_zero_threshold=0.3"
+  lr-weights plan --arch lumina --network_dim 16 --unet_lr 1e-4 --network_args "layer_lr_weight=linear+.5" "refiner_lr_weight=1,1,.5,.5"
 """
 
 SD_SCRIPTS_DEFAULT_LR = 2e-6  # train_util's --learning_rate default
@@ -49,6 +51,10 @@ _MODULES = {
     "networks.lora_anima": "lr_weights.anima",
     "lr_weights.hunyuan_image": "lr_weights.hunyuan_image",
     "networks.lora_hunyuan_image": "lr_weights.hunyuan_image",
+    "lr_weights.sd3": "lr_weights.sd3",
+    "networks.lora_sd3": "lr_weights.sd3",
+    "lr_weights.lumina": "lr_weights.lumina",
+    "networks.lora_lumina": "lr_weights.lumina",
     "lr_weights.lycoris": "lr_weights.lycoris",
     "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
 }
@@ -56,13 +62,13 @@ _MODULES = {
 
 def register(subparsers) -> None:
     parser = add_subcommand(subparsers, "plan", "the per-block table, optimizer groups, sizes and warnings a setting produces (no GPU, no weights)", __doc__, EXAMPLES)
-    parser.add_argument("--arch", choices=MODEL_CHOICES, help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev, anima = Anima 2B + Qwen3-0.6B, hunyuan_image = HunyuanImage-2.1)")
+    parser.add_argument("--arch", choices=MODEL_CHOICES, help="architecture (default: from --model or the config, else sd1; flux = FLUX.1-dev, sd3 = SD3.5 medium, sd3-large = SD3.5 large, lumina = Lumina 2, anima = Anima 2B + Qwen3-0.6B, hunyuan_image = HunyuanImage-2.1)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="a .safetensors/.ckpt checkpoint or diffusers folder; only its key names are read")
     parser.add_argument("--config-file", "--config_file", dest="config_file", metavar="TOML", help="an sd-scripts --config_file")
     parser.add_argument("--gui-config", dest="gui_config", metavar="JSON", help="a Kohya GUI LoRA config")
     parser.add_argument(
         "--network-module", "--network_module", dest="network_module",
-        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or lr_weights.flux / anima / hunyuan_image (the default for --arch flux / anima / hunyuan_image)",
+        help="lr_weights.lora (default), lr_weights.dylora, lr_weights.lycoris (with network_args algo=...), or a DiT family's own module, lr_weights.flux / sd3 / lumina / anima / hunyuan_image (the default for that --arch)",
     )
     parser.add_argument("--network-dim", "--network_dim", dest="network_dim", help="as sd-scripts (its default: 4)")
     parser.add_argument("--network-alpha", "--network_alpha", dest="network_alpha", help="as sd-scripts (its default: 1)")
@@ -177,22 +183,27 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         unset = [key for key in ("unet_lr", "text_encoder_lr") if settings.get(key) is None]
         if unset:
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
+    from lr_weights.archs import ARCHITECTURES
+    from lr_weights.archs.detect import architecture_of_model
+
+    # A DiT-kind model is trained by its family's entry point only; the U-Net modules train the rest.
+    dit_modules = {a.entry_point for a in ARCHITECTURES.values() if a.kind == "dit"}
+    family = architecture_of_model(arch)
     module = settings.get("network_module")
-    # A DiT family has one module, its own entry point (flux: lr_weights.flux, anima: lr_weights.anima ...).
-    dit_modules = {name: a.entry_point for name, a in ARCHITECTURES.items() if a.kind == "dit"}
-    if module is None and arch in dit_modules:
-        module = dit_modules[arch]
+    if module is None and family.kind == "dit":
+        module = family.entry_point
+    entry_points = {name: a.entry_point for name, a in ARCHITECTURES.items() if a.kind == "dit"}
     if module not in _MODULES:
         raise NetworkArgError(
             "network_module", module,
             "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or the family's own module for --arch "
-            f"{', '.join(dit_modules)} ({', '.join(dit_modules.values())}); networks.lora / networks.dylora / lycoris.kohya / "
-            "networks.lora_flux / lora_anima / lora_hunyuan_image are planned as those",
+            f"{', '.join(entry_points)} ({', '.join(sorted(set(entry_points.values())))}); networks.lora / networks.dylora / "
+            "lycoris.kohya and upstream's networks.lora_flux / lora_sd3 / lora_lumina / lora_anima / lora_hunyuan_image are planned as those",
         )
-    if dit_modules.get(arch) != (_MODULES[module] if _MODULES[module] in dit_modules.values() else None):
+    if (_MODULES[module] in dit_modules or family.kind == "dit") and _MODULES[module] != family.entry_point:
         raise NetworkArgError(
             "network_module", module,
-            f"a module for {arch}: " + ", ".join(f"{m} trains {a} (--arch {a})" for a, m in dit_modules.items()) + ", lr_weights.lora / dylora / lycoris the SD family",
+            f"a module for {arch}: " + ", ".join(f"{m} trains --arch {a}" for a, m in entry_points.items()) + ", lr_weights.lora / dylora / lycoris the SD family",
         )
     return arch, _MODULES[module], settings, notes
 

@@ -37,6 +37,8 @@ EXAMPLES = """examples:
   lr-weights show down=sine up=cosine --plot weights.png
   lr-weights show --arch flux double=sine+.25 single=cosine threshold=0.3 --unet-lr 1e-4 --plot flux.png
   lr-weights show --arch flux FLUXALL --format sd-scripts
+  lr-weights show --arch sd3-large joint=sine threshold=0.3 --unet-lr 1e-4
+  lr-weights show --arch lumina layer=linear+.5 refiner=1,1,.5,.5
 """
 
 _KEYS = {
@@ -61,6 +63,12 @@ _KEYS = {
     "llm_adapter_lr_weight": "llm_adapter_lr_weight",
     # Anima's llm_adapter blocks get modules only with this upstream arg, as in training.
     "train_llm_adapter": "train_llm_adapter",
+    "joint": "joint_lr_weight",
+    "joint_lr_weight": "joint_lr_weight",
+    "layer": "layer_lr_weight",
+    "layer_lr_weight": "layer_lr_weight",
+    "refiner": "refiner_lr_weight",
+    "refiner_lr_weight": "refiner_lr_weight",
 }
 BARE = "bare spec"  # a down/up value given without a key
 
@@ -71,7 +79,7 @@ def register(subparsers) -> None:
         "specs", nargs="+", metavar="SPEC",
         help="KEY=VALUE (down, mid, up, threshold, lbw, conv_dim, or the network_args names), an LBW preset/vector, or a bare down/up spec such as sine+.25",
     )
-    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl, flux or hunyuan_image (double=, single=), anima (block=, llm_adapter=); default sd")
+    parser.add_argument("--arch", choices=ARCH_CHOICES, default="sd", help="block layout: sd (= sd1, sd2), sdxl, flux or hunyuan_image (double=, single=), sd3 / sd3-large (joint=), lumina (layer=, refiner=), anima (block=, llm_adapter=); default sd")
     parser.add_argument("--unet-lr", type=float, default=None, help="U-Net learning rate, to show each block's effective LR")
     parser.add_argument("--threshold", default=None, help="block_lr_zero_threshold (a block trains only if its weight > threshold)")
     parser.add_argument("--format", choices=("table", "lbw", "sd-scripts", "json"), default="table", help="output format (default table)")

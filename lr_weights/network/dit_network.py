@@ -127,7 +127,8 @@ class DiTLoRANetwork(LoRANetwork):
                 continue
             lr = encoder_lr(te_lrs[number - 1], None, weights.get(encoder.label, options.text_encoder_lr_weight))
             logger.info("Text Encoder %d (%s): %d modules, LR %s", number, encoder.title, len(modules), lr)
-            te_scopes.append((f"textencoder {number}", [(f"textencoder {number}", modules, lr)]))
+            stem = encoder.group or f"textencoder {number}"
+            te_scopes.append((stem, [(stem, modules, lr)]))
         return self._groups(
             te_scopes, unet_lr, default_lr, self._block_description, self.reg_lrs, unet_lr_required=False,
             reg_match=self._reg_match, reg_order=self.arch.dit.reg_group_order,
@@ -147,22 +148,38 @@ class DiTLoRANetwork(LoRANetwork):
 
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         result = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        merged = {}
         for module in self._split_modules():
             key = f"{prefix}{module.lora_name}."
             parts = len(module.split_dims)
-            downs = [result.pop(f"{key}lora_down.{i}.weight") for i in range(parts)]
-            ups = [result.pop(f"{key}lora_up.{i}.weight") for i in range(parts)]
-            alpha = result.pop(f"{key}alpha")
+            downs = [result[f"{key}lora_down.{i}.weight"] for i in range(parts)]
+            ups = [result[f"{key}lora_up.{i}.weight"] for i in range(parts)]
             rank = downs[0].shape[0]
             up = torch.zeros((sum(module.split_dims), rank * parts), dtype=ups[0].dtype, device=ups[0].device)
             row = 0
             for j, part in enumerate(ups):
                 up[row : row + part.shape[0], j * rank : (j + 1) * rank] = part
                 row += part.shape[0]
-            result[f"{key}lora_down.weight"] = torch.cat(downs, dim=0)
-            result[f"{key}lora_up.weight"] = up
-            result[f"{key}alpha"] = alpha * parts
-        return result
+            logger.debug("split_qkv: %s saved merged (lora_down %s, lora_up %s, alpha x %d)", module.lora_name, (rank * parts, downs[0].shape[1]), tuple(up.shape), parts)
+            merged[key] = {
+                f"{key}lora_down.weight": torch.cat(downs, dim=0),
+                f"{key}lora_up.weight": up,
+                f"{key}alpha": result[f"{key}alpha"] * parts,
+            }
+        if not merged:
+            return result
+        # In place, as upstream: the merged down, up, alpha where the module's keys were.
+        ordered = type(result)()
+        if hasattr(result, "_metadata"):
+            ordered._metadata = result._metadata
+        for name, value in result.items():
+            owner = prefix + name[len(prefix) :].split(".", 1)[0] + "."  # LoRA names hold no "."
+            if owner not in merged:
+                ordered[name] = value
+            elif merged[owner] is not None:
+                ordered.update(merged[owner])
+                merged[owner] = None
+        return ordered
 
     def load_state_dict(self, state_dict, strict: bool = True, *args, **kwargs):
         state_dict = dict(state_dict)

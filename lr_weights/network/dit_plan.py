@@ -38,7 +38,13 @@ def find_dit_targets(
 ) -> Tuple[List[Target], List[Target], List[Tuple[int, Target]]]:
     """(text-encoder targets, block targets, [(in-layer position, target)]) in creation order."""
     te = dit_text_encoder_targets(list(text_encoders or []), arch, settings.flag_values)
-    blocks = block_targets(model, arch, arch.dit.block_classes(settings.train_blocks, settings.flag_values))
+    classes = arch.dit.block_classes(settings.train_blocks, settings.flag_values)
+    filters = arch.dit.block_filters(settings.train_blocks)
+    if filters:  # one pass per filter, in its order (lora_lumina's train_blocks)
+        every = block_targets(model, arch, classes)
+        blocks = [t for name_filter in filters for t in every if name_filter in t.lora_name]
+    else:
+        blocks = block_targets(model, arch, classes)
     if arch.dit.path_filter is not None:  # upstream filters the text encoders' layers too
         te = [t for t in te if _kept_by_path_filter(settings, t)]
         blocks = [t for t in blocks if _kept_by_path_filter(settings, t)]
@@ -111,6 +117,13 @@ def plan_dit(settings: DiTSettings, te_targets: Sequence[Target], block_targets:
         default_key = stack.dims_key if settings.block_dims is not None and stack is not None else "network_dim"
         add_flow(target, *_dim_of(settings, target, base_dim, base_alpha, default_key))
     for position, target in in_targets:
+        if arch.dit.in_conv and target.is_conv_kxk:
+            # as lora_sd3: conv_dim/conv_alpha when given (even where the in dim is 0), else the in dim
+            if settings.conv_dim is not None:
+                add_flow(target, settings.conv_dim, settings.conv_alpha, "conv_dim")
+            else:
+                add_flow(target, settings.in_dims[position], settings.alpha, arch.dit.in_dims_key)
+            continue
         add_flow(target, *_dim_of(settings, target, settings.in_dims[position], settings.alpha, arch.dit.in_dims_key))
 
     for plan, key in plans:

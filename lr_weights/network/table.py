@@ -75,7 +75,7 @@ def build_block_table(
         rows = [row(-1, "TE", te, 1.0)] if te else []
     else:
         weights = text_encoder_weights or {}
-        names = {"TE1": "CLIP", "TE3": "T5"}
+        names = dict(arch.lbw.text_encoder_rows)
         rows = [row(-1, names.get(label, label), [m for m in te if m.text_encoder == label], weights.get(label, 1.0)) for label in labels]
         rows = [r for r in rows if r.modules or r.lr_weight == 0]
     by_block: Dict[int, List[ModuleFacts]] = {}

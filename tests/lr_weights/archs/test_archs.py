@@ -13,7 +13,7 @@ def test_stacks_tile_the_flat_list_without_overlap(arch):
     assert all(0 <= i < arch.num_blocks for i in covered)
     # Blocks outside every stack are upstream's fixed entries (SDXL EMB/FINAL, FLUX and Anima IN/OUT).
     outside = sorted(set(range(arch.num_blocks)) - set(covered))
-    assert {"sd": [], "sdxl": [0, 22], "flux": [0, 58], "anima": [0, 35], "hunyuan_image": []}[arch.name] == outside
+    assert {"sd": [], "sdxl": [0, 22], "flux": [0, 58], "sd3": [0, 25], "sd3-large": [0, 39], "lumina": [0, 31], "anima": [0, 35], "hunyuan_image": []}[arch.name] == outside
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
@@ -56,8 +56,10 @@ def test_flux_locator_matches_upstream_numbering(name, index):
 
 def test_get_architecture_names_the_choices():
     assert get_architecture("sd2") is SD and get_architecture("FLUX") is FLUX
-    with pytest.raises(NetworkArgError, match="sd, sdxl, flux"):
-        get_architecture("sd3")
+    assert get_architecture("sd3.5").name == "sd3" and get_architecture("Lumina2").name == "lumina"
+    assert get_architecture("sd3.5-large").name == "sd3-large"
+    with pytest.raises(NetworkArgError, match="sd, sdxl, flux, sd3, sd3-large, lumina"):
+        get_architecture("hunyuan")
 
 
 def test_each_family_refuses_the_others_args():

@@ -21,7 +21,7 @@ DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "lr_weights", "
 
 
 def test_every_model_has_its_skeletons_and_one_architecture():
-    assert model_names() == ("sd1", "sd2", "sdxl", "flux", "anima", "hunyuan_image")
+    assert model_names() == ("sd1", "sd2", "sdxl", "flux", "sd3", "sd3-large", "lumina", "anima", "hunyuan_image")
     for name in model_names():
         arch = architecture_of_model(name)
         assert name in [m.name for m in arch.models]
@@ -47,6 +47,9 @@ def test_cli_names_come_from_the_registry():
         (["conditioner.embedders.1.model.x", "model.diffusion_model.input_blocks.0.0.weight"], "sdxl"),
         (["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.model.x"], "sd2"),
         (["model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.transformer.x"], "sd1"),
+        ([f"model.diffusion_model.joint_blocks.{i}.x_block.attn.qkv.weight" for i in range(24)], "sd3"),
+        ([f"model.diffusion_model.joint_blocks.{i}.x_block.attn.qkv.weight" for i in range(38)], "sd3-large"),
+        (["noise_refiner.0.attention.qkv.weight", "layers.0.attention.qkv.weight"], "lumina"),
     ],
 )
 def test_checkpoint_keys(keys, model):
@@ -80,6 +83,11 @@ def test_diffusers_folders():
         (["lora_te_text_model_encoder_layers_11_mlp_fc1"], None, "sd1"),
         (["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"], (4, 1024), "sd2"),
         (["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"], (4, 768), "sd1"),
+        # SD3 files share lora_te1_ (SDXL) and lora_te3_ (FLUX); a joint block past J23 is SD3.5 large
+        (["lora_te1_text_model_encoder_layers_0_mlp_fc1", "lora_te3_encoder_block_0_layer_0_SelfAttention_q", "lora_unet_joint_blocks_0_x_block_attn_qkv"], None, "sd3"),
+        (["lora_unet_joint_blocks_37_x_block_attn_qkv"], None, "sd3-large"),
+        (["lora_te_layers_0_self_attn_q_proj"], None, "lumina"),
+        (["lora_unet_noise_refiner_1_attention_qkv"], None, "lumina"),
     ],
 )
 def test_lora_names(names, shape, model):
@@ -106,7 +114,8 @@ def test_dit_layout_fits_its_architecture(arch):
     assert layout.in_dims_key is None or arch.block_index_of(layout.in_block) >= 0  # the in layers need their block
     assert set(layout.keys) <= set(arch.own_keys)
     assert tuple((f"{e.prefix}_", e.label) for e in layout.text_encoders) == arch.text_encoder_prefixes
-    assert all(rule.form in ("equal", "qkv+rest") for rule in layout.split_rules)
+    assert all(rule.form in ("equal", "qkv+rest", "q+kv") for rule in layout.split_rules)
+    assert all(value in dict(layout.train_blocks) for value, _ in layout.train_block_filters)
     assert arch.encoder_prefixes(len(layout.text_encoders)) == tuple(e.prefix for e in layout.text_encoders)
 
 
