@@ -166,3 +166,19 @@ def test_hunyuan_split_qkv_at_real_width_is_upstreams_modules():
     assert sorted(figured) == sorted(run["state_dict_keys"])
     for key in figured:
         assert list(state[key].shape) == run["state_dict"][key]["shape"], key
+
+
+@pytest.mark.parametrize(
+    "arch_name,key",
+    [("sd", "block_lr_weight"), ("sd", "llm_adapter_lr_weight"), ("sd", "train_llm_adapter"), ("flux", "train_llm_adapter"), ("flux", "exclude_patterns")],
+)
+def test_these_families_args_are_refused_by_the_others(arch_name, key):
+    """Anima's args given to lr_weights.lora / lr_weights.flux name their owner (upstream: ignored)."""
+    from lr_weights.archs import get_architecture
+    from lr_weights.args.dit_settings import normalise_dit_kwargs
+    from lr_weights.args.settings import normalise_kwargs
+
+    arch = get_architecture(arch_name)
+    with pytest.raises(NetworkArgError, match="lr_weights.anima") as error:
+        normalise_kwargs({key: "1"}) if arch.kind == "unet" else normalise_dit_kwargs(arch, {key: "1"})
+    assert error.value.key == key
