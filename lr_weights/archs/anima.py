@@ -71,7 +71,9 @@ MODEL = ModelSignature(
     ("anima_te", "anima"),
     checkpoint=Signature(prefixes=("net.llm_adapter.", "llm_adapter."), patterns=(r"(net\.)?blocks\.\d+\.adaln_modulation_self_attn\.",)),
     lora=Signature(prefixes=("lora_unet_blocks_", "lora_unet_llm_adapter_")),
-    rank=30,
+    # Above Lumina (35): Anima's Qwen3 encoder has Lumina's Gemma2 names (lora_te_layers_N_mlp_...),
+    # so a file's lora_unet_blocks_ modules must be asked first.
+    rank=36,
 )
 
 ANIMA = Architecture(
