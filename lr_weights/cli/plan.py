@@ -1,8 +1,9 @@
 """`lr-weights plan`: the whole network a setting builds, before any GPU time is spent.
 
-The network is built by the module itself (lr_weights.lora, dylora, lycoris, or a DiT family's own:
-flux, sd3, lumina, anima, hunyuan_image) over sd-scripts' module trees of that model rebuilt on the
-meta device: no weights, no download. A checkpoint given with --model is only read for its key
+The network is built by the module itself (lr_weights.lora, lr_weights.dylora, lr_weights.lycoris,
+or a DiT family's own: lr_weights.flux, lr_weights.sd3, lr_weights.lumina, lr_weights.anima,
+lr_weights.hunyuan_image) over sd-scripts' module trees of that model rebuilt on the meta device: no
+weights, no download. A checkpoint given with --model is only read for its key
 names, to pick the architecture. Network args come from the command line (as sd-scripts takes
 them), an sd-scripts --config_file TOML or a Kohya GUI JSON; later sources override earlier ones
 (GUI JSON, then TOML, then options). The architecture is what training would use: --arch, else
@@ -203,7 +204,7 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
     if (_MODULES[module] in dit_modules or family.kind == "dit") and _MODULES[module] != family.entry_point:
         raise NetworkArgError(
             "network_module", module,
-            f"a module for {arch}: " + ", ".join(f"{m} trains --arch {a}" for a, m in entry_points.items()) + ", lr_weights.lora / dylora / lycoris the SD family",
+            f"a module for {arch}: " + ", ".join(f"{m} trains {a} (--arch {a})" for a, m in entry_points.items()) + ", lr_weights.lora / dylora / lycoris the SD family",
         )
     return arch, _MODULES[module], settings, notes
 
