@@ -31,7 +31,7 @@ from lr_weights.log import ensure_visible
 from lr_weights.lora import get_block_lr_weight
 from lr_weights.adapters.lycoris_library import check_algo, check_preset, import_lycoris, lycoris_arg_names, lycoris_logs_forwarded, module_from_state_dict, module_names, record_modules
 from lr_weights.network.lycoris_network import LycorisBlockNetwork
-from lr_weights.network.lora_network import ModulePlan
+from lr_weights.network.plans import ModulePlan
 from lr_weights.args.settings import BLOCK_LIST_KEYS, KNOWN_KEYS, near_miss, normalise_kwargs, parse_int, parse_network_settings, parse_probability
 from lr_weights.network.targets import Target, as_text_encoder_list
 

@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from lr_weights.archs.blocks import Architecture, detect_architecture
 from lr_weights.files.io import load_lora_file
 from lr_weights.log import ensure_visible
-from lr_weights.network.lora_network import LoRANetwork, ModulePlan, plan_from_settings, plan_from_weights
+from lr_weights.network.lora_network import LoRANetwork
+from lr_weights.network.plans import ModulePlan, plan_from_settings, plan_from_weights
 from lr_weights.args.settings import NetworkSettings, TrainingOptions, normalise_kwargs, parse_network_settings, parse_training_options
 from lr_weights.network.table import format_block_table
 from lr_weights.args.dit_settings import normalise_dit_kwargs

@@ -27,7 +27,8 @@ from lr_weights.archs.base import Architecture
 from lr_weights.adapters.split import SplitLoRAModule
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import is_safetensors_path, load_lora_file, read_metadata
-from lr_weights.network.lora_network import LoRANetwork, ModulePlan
+from lr_weights.network.lora_network import LoRANetwork
+from lr_weights.network.plans import ModulePlan
 from lr_weights.network.param_groups import ParamGroup, encoder_lr
 from lr_weights.args.settings import TrainingOptions
 

@@ -27,7 +27,7 @@ from lr_weights.errors import NetworkArgError
 from lr_weights.adapters.split import split_dims
 from lr_weights.args.dit_settings import DiTSettings
 from lr_weights.adapters.lora import max_rank
-from lr_weights.network.lora_network import ModulePlan
+from lr_weights.network.plans import ModulePlan
 from lr_weights.network.targets import Target, block_targets, dit_text_encoder_targets, filtered_targets
 
 logger = logging.getLogger(__name__)

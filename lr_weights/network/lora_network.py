@@ -1,7 +1,7 @@
 """The network: adapters for a text encoder (or two) and a U-Net, and the methods hosts call.
 
 `LoRANetwork` carries the whole method surface sd-scripts trainers and image scripts use
-(CONTRACT §1); which modules to build is decided beforehand (`plan_*`) from the settings or from
+(CONTRACT §1); which modules to build is decided beforehand (plans.py) from the settings or from
 a file, so the class itself holds no parsing.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -21,97 +21,14 @@ from lr_weights.errors import NetworkArgError
 from lr_weights.adapters.functional import delta_weight, max_norm_ratio
 from lr_weights.network.host import caller_reads_descriptions
 from lr_weights.files.io import load_lora_file, save_lora_file
-from lr_weights.files.loading import check_file_fits, describe, dims_and_alphas, log_load_info, rename_foreign_keys, shape_mismatches
-from lr_weights.adapters.lora import LoRAModule, max_rank
+from lr_weights.files.loading import check_file_fits, log_load_info, rename_foreign_keys
+from lr_weights.adapters.lora import LoRAModule
 from lr_weights.network.param_groups import ParamGroup, Scope, encoder_lr, first_lr, merge_param_groups, per_encoder_lrs, scoped_groups, unet_parts
-from lr_weights.args.settings import NetworkSettings, TrainingOptions
+from lr_weights.args.settings import TrainingOptions
+from lr_weights.network.plans import ModulePlan
 from lr_weights.network.table import BlockRow, ModuleFacts, block_table_json, build_block_table
-from lr_weights.network.targets import Target
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModulePlan:
-    """One adapter to build: where, and with which dim/alpha."""
-
-    target: Target
-    dim: int
-    alpha: float
-    split_dims: Optional[Tuple[int, ...]] = None  # FLUX split_qkv: one LoRA per output part
-
-
-def plan_from_settings(settings: NetworkSettings, text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]) -> List[ModulePlan]:
-    """Adapters for `create_network`, in creation order (text encoders, then U-Net)."""
-    plans = []
-    te = settings.text_encoder_dim_alpha()
-    # LBW's BASE = 0 (lbw_weights=): the text encoders train at LR 0, so they get no modules.
-    for target in text_encoder_targets if settings.options.text_encoder_lr_weight != 0 else ():
-        plans.append(ModulePlan(target, te.dim, te.alpha))
-    unknown = []
-    for target in unet_targets:
-        if target.block < 0 and settings.block_mode:
-            unknown.append(target.lora_name)
-        chosen = settings.unet_dim_alpha(target.block, target.is_conv_kxk)
-        if chosen is None or chosen.dim == 0:
-            continue
-        plans.append(ModulePlan(target, chosen.dim, chosen.alpha))
-    if unknown:
-        logger.warning(
-            "%d U-Net layers are in no known %s block; they train with weight 1.0 and the base dim: %s",
-            len(unknown), settings.arch.name.upper(), ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else ""),
-        )
-    _check_ranks(plans, settings)
-    return plans
-
-
-def _check_ranks(plans: Sequence[ModulePlan], settings: NetworkSettings) -> None:
-    for plan in plans:
-        limit = max_rank(plan.target.layer)
-        if plan.dim <= limit:
-            continue
-        if not plan.target.is_unet:
-            key, value = "network_dim", settings.dim
-        elif plan.target.is_conv_kxk:
-            key, value = ("conv_block_dims", settings.conv_block_dims) if settings.block_mode and plan.target.block >= 0 else ("conv_dim", settings.conv_dim)
-        else:
-            key, value = ("block_dims", settings.block_dims) if settings.block_mode and plan.target.block >= 0 else ("network_dim", settings.dim)
-        if isinstance(value, tuple):
-            value = ",".join(str(v) for v in value)
-        raise NetworkArgError(
-            key, value, f"a dim <= {limit} for {plan.target.lora_name} (rank {plan.dim} exceeds what a {tuple(plan.target.layer.weight.shape)} layer can hold)"
-        )
-
-
-def plan_from_weights(
-    arch: Architecture, weights: Mapping[str, torch.Tensor], text_encoder_targets: Sequence[Target], unet_targets: Sequence[Target]
-) -> Tuple[List[ModulePlan], List[str]]:
-    """Adapters for the modules a file holds: dim = rows of lora_down, alpha from the file (absent -> dim).
-
-    Returns the plans and the file's module names that match no layer of the model. Foreign-named
-    keys are renamed in place by the arch (SDXL: diffusers' U-Net names), as upstream does. A file whose
-    tensors do not fit the model, or of which nothing fits, is a ValueError naming keys and shapes.
-    """
-    if isinstance(weights, MutableMapping):
-        rename_foreign_keys(weights, arch)
-    dims, alphas = dims_and_alphas(weights)
-    plans = []
-    for target in list(text_encoder_targets) + list(unet_targets):
-        if target.lora_name in dims:
-            dim = dims[target.lora_name]
-            plans.append(ModulePlan(target, dim, alphas.get(target.lora_name, float(dim))))
-    known = {p.target.lora_name for p in plans}
-    unmatched = sorted(set(dims) - known)
-    if unmatched and not plans:
-        raise ValueError(
-            f"none of the {len(unmatched)} LoRA modules in the file matches a layer of this model (a LoRA for another "
-            f"architecture?), e.g. {', '.join(unmatched[:3])}; this model's layers are named like "
-            f"{', '.join(t.lora_name for t in list(unet_targets)[:1] + list(text_encoder_targets)[:1])}"
-        )
-    problems = shape_mismatches(plans, weights)
-    if problems:
-        raise ValueError(f"the file does not fit this model (a LoRA for another architecture?): {len(problems)} tensors differ: {describe(problems)}")
-    return plans, unmatched
 
 
 class LoRANetwork(nn.Module):

@@ -18,7 +18,8 @@ from lr_weights.errors import NetworkArgError
 from lr_weights.files.io import atomic_write_bytes, is_safetensors_path, load_lora_file, save_lora_file
 from lr_weights.files.loading import check_file_fits, log_load_info
 from lr_weights.adapters.lycoris_library import delta_weight
-from lr_weights.network.lora_network import LoRANetwork, ModulePlan
+from lr_weights.network.lora_network import LoRANetwork
+from lr_weights.network.plans import ModulePlan
 from lr_weights.network.table import ModuleFacts, block_table_json
 
 logger = logging.getLogger(__name__)
