@@ -103,7 +103,14 @@ def test_public_entry_points_stay(name):
     assert callable(module.create_network) and callable(module.create_network_from_weights)
 
 
-@pytest.mark.parametrize("shim, entry", [("lora_lr_weights", "lora"), ("dylora_lr_weights", "dylora"), ("lora_flux_lr_weights", "flux"), ("lora_anima_lr_weights", "anima"), ("lora_hunyuan_image_lr_weights", "hunyuan_image"), ("lycoris_lr_weights", "lycoris")])
+@pytest.mark.parametrize(
+    "shim, entry",
+    [
+        ("lora_lr_weights", "lora"), ("dylora_lr_weights", "dylora"), ("lora_flux_lr_weights", "flux"), ("lora_sd3_lr_weights", "sd3"),
+        ("lora_lumina_lr_weights", "lumina"), ("lora_anima_lr_weights", "anima"), ("lora_hunyuan_image_lr_weights", "hunyuan_image"),
+        ("lycoris_lr_weights", "lycoris"),
+    ],
+)
 def test_copy_in_shims_re_export_their_entry_point(shim, entry):
     text = (ROOT / "networks" / f"{shim}.py").read_text(encoding="utf-8")
     assert f"from lr_weights.{entry} import create_network, create_network_from_weights" in text

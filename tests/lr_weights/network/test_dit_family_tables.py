@@ -50,3 +50,33 @@ def test_lumina_table_names_refiners_layers_and_out():
     assert rows["L00"]["lr_weight"] == pytest.approx(1.0) and rows["L00"]["modules"] == 6
     assert rows["L25"]["modules"] == 0  # cosine reaches 0 at the last layer: pruned by the threshold
     assert rows["OUT"]["modules"] == 2 and rows["OUT"]["lr_weight"] == 1.0
+
+
+@pytest.mark.parametrize("family", ["sd3", "lumina"])
+def test_network_from_its_own_file_has_the_same_modules_and_weights(family, tmp_path):
+    """create_network_from_weights (what the trainers call with --dim_from_weights and for merging)
+    rebuilds each module with the file's dim and alpha (a split_qkv module as one plain module of
+    parts x dim, as upstream); loading gives back the saved tensors."""
+    import torch
+
+    if family == "sd3":
+        figures, module = SD3_FIGURES, sd3
+        spec = dict(figures.case("s01_plain"), network_args={"joint_block_dims": ",".join(str(2 + i % 3) for i in range(24)), "emb_dims": "2,2,2,2,2,2", "train_t5xxl": "True"})
+        encoders, model = [figures.model(n) for n in ("tiny_te1", "tiny_te2", "tiny_te3")], figures.model("tiny_sd35m")
+    else:
+        figures, module = LUMINA_FIGURES, lumina
+        spec = dict(figures.case("l01_plain"), network_args={"split_qkv": "True", "embedder_dims": "2,0,3"})
+        encoders, model = [figures.model("tiny_gemma2")], figures.model("tiny_lumina2")
+    network = create(module, spec, encoders, model)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.normal_()
+    path = str(tmp_path / "lora.safetensors")
+    network.save_weights(path, None, {})
+    again, _ = module.create_network_from_weights(1.0, path, None, encoders, model)
+    again.load_weights(path)
+    merged = {m.lora_name: (m.lora_dim * (len(m.split_dims) if getattr(m, "split_dims", None) else 1), float(m.alpha) * (len(m.split_dims) if getattr(m, "split_dims", None) else 1)) for m in network.all_loras}
+    assert {m.lora_name: (m.lora_dim, float(m.alpha)) for m in again.all_loras} == merged
+    saved, loaded = network.state_dict(), again.state_dict()
+    assert sorted(saved) == sorted(loaded)  # a split module's merged keys come as upstream's: down, up, alpha
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
