@@ -17,7 +17,7 @@ from typing import List, Optional
 
 from lr_weights.errors import NetworkArgError
 
-SUBCOMMANDS = ("show", "plan", "gui", "inspect", "bake", "demo")
+SUBCOMMANDS = ("show", "plan", "gui", "inspect", "bake", "analyze", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,7 +108,7 @@ def captured_logs(level: int = logging.WARNING) -> Iterator[List[str]]:
         messages.extend(record.getMessage() for record in handler.records if record.levelno >= level)
 
 
-def progress(iterable: Iterable, total: Optional[int], description: str, enabled: bool = True) -> Iterable:
+def progress(iterable: Iterable, total: Optional[int], description: str, enabled: bool = True, unit: str = "module") -> Iterable:
     """tqdm on stderr when it is installed and stderr is a terminal; the plain iterable otherwise."""
     if not enabled:
         return iterable
@@ -116,7 +116,7 @@ def progress(iterable: Iterable, total: Optional[int], description: str, enabled
         from tqdm import tqdm
     except ImportError:
         return iterable
-    return tqdm(iterable, total=total, desc=description, unit="module", disable=None, leave=False, file=sys.stderr)
+    return tqdm(iterable, total=total, desc=description, unit=unit, disable=None, leave=False, file=sys.stderr)
 
 
 def single_thread() -> None:

@@ -314,3 +314,36 @@ def bake(
     metadata.pop("sshs_legacy_hash", None)
     save_lora_file(os.fspath(output), tensors, metadata)
     return BakeResult(len(names) - dropped, dropped, scaled, unknown)
+
+
+@dataclass(frozen=True)
+class ModuleFactors:
+    """One module's tensors as stored: ΔW = up @ down x alpha / dim (see functional.delta_weight)."""
+
+    name: str
+    down: torch.Tensor
+    up: torch.Tensor
+    alpha: float
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / int(self.down.shape[0])
+
+
+def read_factors(path: str, model: Optional[str] = None) -> Tuple[str, List[ModuleFactors]]:
+    """(model, every module's factors) of a LoRA file, read and checked as `read_summary` reads them,
+    for tools that need ΔW itself rather than its norm."""
+    with _open(path) as handle:
+        keys = list(handle.keys())
+        names, _ = _module_names(keys)
+        _check_names(path, names, keys)
+        key_set = set(keys)
+        model = choose_model(path, names, lambda n: tuple(handle.get_slice(n + ".lora_down.weight").get_shape()), model)
+        modules = []
+        for name in names:
+            _check_complete(path, name, key_set)
+            down_key, up_key, alpha_key = _module_keys(name, key_set)
+            down = handle.get_tensor(down_key)
+            alpha = float(handle.get_tensor(alpha_key).float().item()) if alpha_key in key_set else float(down.shape[0])
+            modules.append(ModuleFactors(name, down, handle.get_tensor(up_key), alpha))
+    return model, modules

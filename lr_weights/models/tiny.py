@@ -117,18 +117,27 @@ class BasicTransformerBlock(nn.Module):
 
 
 class Transformer2DModel(nn.Module):
-    def __init__(self, dim: int, context_dim: int, heads: int, groups: int):
+    """SD1's 1x1-conv projections by default; `linear` gives SD2/SDXL's Linear ones, `depth` SDXL's
+    stacks of transformer blocks."""
+
+    def __init__(self, dim: int, context_dim: int, heads: int, groups: int, linear: bool = False, depth: int = 1):
         super().__init__()
+        self.linear = linear
         self.norm = nn.GroupNorm(groups, dim)
-        self.proj_in = nn.Conv2d(dim, dim, 1)
-        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(dim, context_dim, heads)])
-        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.proj_in = nn.Linear(dim, dim) if linear else nn.Conv2d(dim, dim, 1)
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(dim, context_dim, heads) for _ in range(depth)])
+        self.proj_out = nn.Linear(dim, dim) if linear else nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        hidden = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        if self.linear:
+            hidden = self.proj_in(self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c))
+        else:
+            hidden = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b, h * w, c)
         for block in self.transformer_blocks:
             hidden = block(hidden, context)
+        if self.linear:
+            return x + self.proj_out(hidden).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return x + self.proj_out(hidden.reshape(b, h, w, c).permute(0, 3, 1, 2))
 
 
@@ -352,3 +361,15 @@ def build_tiny_sd(seed: int = 0, unet: UNetConfig = UNetConfig(), text: Optional
         return CLIPTextModel(text).eval(), UNet2DConditionModel(unet).eval()
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def tiny_token_ids(prompts: Sequence[str], cfg: TextEncoderConfig) -> torch.Tensor:
+    """Token ids for the tiny text encoders, a stand-in for CLIP's tokenizer: BOS (vocab-2), one id
+    per character, EOS (vocab-1), padded with EOS to cfg.max_length, as CLIP pads. The models are
+    random, so only determinism and distinct prompts giving distinct ids matter."""
+    bos, eos = cfg.vocab - 2, cfg.vocab - 1
+    rows = []
+    for prompt in prompts:
+        ids = [bos] + [ord(c) % bos for c in prompt][: cfg.max_length - 2] + [eos]
+        rows.append(ids + [eos] * (cfg.max_length - len(ids)))
+    return torch.tensor(rows, dtype=torch.long)

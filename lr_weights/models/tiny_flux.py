@@ -5,8 +5,9 @@ The module trees have sd-scripts' names and class names (`Flux`, `DoubleStreamBl
 and T5EncoderModel layouts for the encoders) in sd-scripts' layer order, so LoRA names, block
 indices and creation order are those of FLUX.1; the widths are whatever you ask for. The forward
 is a compact FLUX-like computation written for these tests (joint attention over text and image
-tokens with QK-RMSNorm and adaLN modulation, no RoPE): enough to train adapters through every
-adapted layer, not a reimplementation of FLUX.
+tokens with QK-RMSNorm and adaLN modulation): enough to train adapters through every adapted
+layer. With `axes_dim` set it adds FLUX's rotary positions (text at 0, image tokens on their grid),
+which is how `lr-weights analyze` runs a FLUX.1 flow model file (flux_config_of_state).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class FluxConfig:
     context_in_dim: int = 20  # FLUX.1: 4096 (T5-XXL)
     guidance_embed: bool = True  # dev: True, schnell: False
     qkv_bias: bool = True
+    # Rotary positions per axis (FLUX.1: (16, 56, 56), summing to the head width; theta 10000).
+    # None: no positions, the compact forward the training tests use.
+    axes_dim: Optional[Tuple[int, ...]] = None
+    theta: int = 10000
 
 
 # ---- flow model, named as sd-scripts' library/flux_models.py --------------------------------
@@ -92,8 +97,29 @@ def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(b, n, heads, d // heads).transpose(1, 2)
 
 
-def _joint_attention(q, k, v, norm: QKNorm) -> torch.Tensor:
-    out = F.scaled_dot_product_attention(norm.query_norm(q), norm.key_norm(k), v)
+def rotary_angles(positions: torch.Tensor, axes_dim: Tuple[int, ...], theta: int) -> torch.Tensor:
+    """(tokens, head_dim / 2) rotation angles: axis a's pairs turn by position_a x theta^(-2i/dim_a)."""
+    parts = []
+    for axis, dim in enumerate(axes_dim):
+        frequencies = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
+        parts.append(positions[:, axis, None].double() * frequencies[None])
+    return torch.cat(parts, dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x[2i], x[2i+1]) of the head dimension by its angle (computed in float32)."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    cos, sin = angles.cos().float(), angles.sin().float()
+    first = cos * pairs[..., 0] - sin * pairs[..., 1]
+    second = sin * pairs[..., 0] + cos * pairs[..., 1]
+    return torch.stack([first, second], dim=-1).reshape(x.shape).to(x.dtype)
+
+
+def _joint_attention(q, k, v, norm: QKNorm, angles: Optional[torch.Tensor] = None) -> torch.Tensor:
+    q, k = norm.query_norm(q), norm.key_norm(k)
+    if angles is not None:
+        q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+    out = F.scaled_dot_product_attention(q, k, v)
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d)
 
@@ -114,13 +140,13 @@ class DoubleStreamBlock(nn.Module):
         self.txt_norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.txt_mlp = nn.Sequential(nn.Linear(hidden, mlp, bias=True), nn.GELU(approximate="tanh"), nn.Linear(mlp, hidden, bias=True))
 
-    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, angles: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
         img_qkv = self.img_attn.qkv((1 + i_scale1) * self.img_norm1(img) + i_shift1)
         txt_qkv = self.txt_attn.qkv((1 + t_scale1) * self.txt_norm1(txt) + t_shift1)
         q, k, v = (torch.cat([_heads(t, self.heads), _heads(i, self.heads)], dim=2) for t, i in zip(txt_qkv.chunk(3, -1), img_qkv.chunk(3, -1)))
-        attn = _joint_attention(q, k, v, self.img_attn.norm)
+        attn = _joint_attention(q, k, v, self.img_attn.norm, angles)
         txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
         img = img + i_gate1 * self.img_attn.proj(img_attn)
         img = img + i_gate2 * self.img_mlp((1 + i_scale2) * self.img_norm2(img) + i_shift2)
@@ -142,11 +168,11 @@ class SingleStreamBlock(nn.Module):
         self.mlp_act = nn.GELU(approximate="tanh")
         self.modulation = Modulation(hidden, double=False)
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, angles: Optional[torch.Tensor] = None) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
         fused = self.linear1((1 + scale) * self.pre_norm(x) + shift)
         q, k, v, mlp = torch.split(fused, [self.hidden_size] * 3 + [self.mlp_hidden_dim], dim=-1)
-        attn = _joint_attention(_heads(q, self.heads), _heads(k, self.heads), _heads(v, self.heads), self.norm)
+        attn = _joint_attention(_heads(q, self.heads), _heads(k, self.heads), _heads(v, self.heads), self.norm, angles)
         return x + gate * self.linear2(torch.cat([attn, self.mlp_act(mlp)], dim=-1))
 
 
@@ -160,6 +186,31 @@ class LastLayer(nn.Module):
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)
         return self.linear((1 + scale) * self.norm_final(x) + shift)
+
+
+def flux_config_of_state(state, path: str = "the checkpoint") -> FluxConfig:
+    """The FluxConfig of a flow-model state dict (BFL names), every size read off the tensors; FLUX.1's
+    rotary axes when the head width is FLUX.1's 128, none otherwise (the tiny models)."""
+    try:
+        hidden, in_channels = state["img_in.weight"].shape
+        head = int(state["double_blocks.0.img_attn.norm.query_norm.scale"].shape[0])
+        mlp = int(state["double_blocks.0.img_mlp.0.weight"].shape[0])
+    except KeyError as error:
+        raise ValueError(f"{path} has no {error.args[0]}: expected a FLUX.1 flow model (BFL names: img_in, double_blocks.N, ...)") from None
+    count = lambda prefix: len({k.split(".")[1] for k in state if k.startswith(prefix)})  # noqa: E731
+    return FluxConfig(
+        hidden=int(hidden),
+        heads=int(hidden) // head,
+        mlp_ratio=mlp / int(hidden),
+        depth=count("double_blocks."),
+        depth_single=count("single_blocks."),
+        in_channels=int(in_channels),
+        vec_in_dim=int(state["vector_in.in_layer.weight"].shape[1]),
+        context_in_dim=int(state["txt_in.weight"].shape[1]),
+        guidance_embed="guidance_in.in_layer.weight" in state,
+        qkv_bias="double_blocks.0.img_attn.qkv.bias" in state,
+        axes_dim=(16, 56, 56) if head == 128 else None,
+    )
 
 
 class EmbedND(nn.Module):
@@ -180,18 +231,28 @@ class Flux(nn.Module):
         self.single_blocks = nn.ModuleList([SingleStreamBlock(cfg.hidden, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth_single)])
         self.final_layer = LastLayer(cfg.hidden, cfg.in_channels)
 
+    def rotary_angles(self, text_tokens: int, image_tokens: int, device) -> torch.Tensor:
+        """FLUX's positions: text tokens at (0, 0, 0), image tokens at (0, row, column) of a square grid."""
+        side = int(round(image_tokens**0.5))
+        rows = torch.arange(side, device=device).repeat_interleave(side)
+        columns = torch.arange(side, device=device).repeat(side)
+        image = torch.stack([torch.zeros_like(rows), rows, columns], dim=-1)
+        positions = torch.cat([torch.zeros(text_tokens, 3, dtype=image.dtype, device=device), image])
+        return rotary_angles(positions, self.cfg.axes_dim, self.cfg.theta)
+
     def forward(self, img: torch.Tensor, txt: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor, guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
         # The sinusoidal features are float32; the model's dtype from there on (as tiny.py's U-Net).
         vec = self.time_in(timestep_features(timesteps * 1000, 256).to(img.dtype)) + self.vector_in(y)
         if self.cfg.guidance_embed:
             vec = vec + self.guidance_in(timestep_features((guidance if guidance is not None else timesteps) * 1000, 256).to(img.dtype))
+        angles = self.rotary_angles(txt.shape[1], img.shape[1], img.device) if self.cfg.axes_dim else None
         img = self.img_in(img)
         txt = self.txt_in(txt)
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec)
+            img, txt = block(img, txt, vec, angles)
         x = torch.cat([txt, img], dim=1)
         for block in self.single_blocks:
-            x = block(x, vec)
+            x = block(x, vec, angles)
         return self.final_layer(x[:, txt.shape[1] :], vec)
 
 
