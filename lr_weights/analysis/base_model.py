@@ -101,7 +101,8 @@ def _sd_denoiser(model: str, unet, encoders: Sequence, tokenize, tokenizes: bool
         prefixes = ("lora_te",)
     layers = dict(unet_layers)
     for prefix, encoder in zip(prefixes, encoders):
-        layers.update(named_layers(encoder, prefix))
+        # sd-scripts names CLIP's layers text_model.encoder...; transformers 5's CLIPTextModel lost that level.
+        layers.update(named_layers(encoder, prefix, None if hasattr(encoder, "text_model") else (lambda p: "text_model." + p)))
 
     def encode(prompts: Sequence[str]):
         device = unet.conv_in.weight.device
@@ -145,12 +146,12 @@ def _diffusers_folder(path: str, model: str) -> Denoiser:
 
 
 def _single_file(path: str, model: str) -> Denoiser:
-    from lr_weights.analysis.checkpoint import diffusers_unet_from_ldm, ldm_unet_state, read_state_dict, text_encoders_from_ldm
+    from lr_weights.analysis.checkpoint import diffusers_unet_from_ldm, ldm_unet_state, read_state_dict, sdxl_pooled_dim, text_encoders_from_ldm
 
     _optional("diffusers", f"--model {path} (a single-file checkpoint)")
     _optional("transformers", f"--model {path} (a single-file checkpoint)")
     state = read_state_dict(path)
-    unet = diffusers_unet_from_ldm(ldm_unet_state(state), model, path)
+    unet = diffusers_unet_from_ldm(ldm_unet_state(state), model, path, sdxl_pooled_dim(state))
     encoders = text_encoders_from_ldm(state, model, path)
     del state
     openclip = (False,) if model == "sd1" else (True,) if model == "sd2" else (False, True)

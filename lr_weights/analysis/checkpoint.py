@@ -117,8 +117,9 @@ def _count(keys: Sequence[str], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def unet_config(state: Dict[str, torch.Tensor], family: str, path: str) -> dict:
-    """diffusers UNet2DConditionModel config for an LDM U-Net state dict (without its prefix)."""
+def unet_config(state: Dict[str, torch.Tensor], family: str, path: str, pooled_dim: int = 1280) -> dict:
+    """diffusers UNet2DConditionModel config for an LDM U-Net state dict (without its prefix);
+    SDXL's label_emb input is the pooled text (`pooled_dim`) then 6 size/crop embeddings."""
     config = shipped_config(f"{family}_unet")
     keys = list(state)
     inputs = _count(keys, r"input_blocks\.(\d+)\.")
@@ -139,18 +140,20 @@ def unet_config(state: Dict[str, torch.Tensor], family: str, path: str) -> dict:
     config["cross_attention_dim"] = int(state[attention].shape[1])
     if family == "sdxl":
         config["transformer_layers_per_block"] = depths
-        config["projection_class_embeddings_input_dim"] = int(state["label_emb.0.0.weight"].shape[1])
+        label_inputs = int(state["label_emb.0.0.weight"].shape[1])
+        config["projection_class_embeddings_input_dim"] = label_inputs
+        config["addition_time_embed_dim"] = (label_inputs - pooled_dim) // 6
     # Heads: SD1 has 8 per attention, SD2 and SDXL 64 channels each (diffusers calls both attention_head_dim).
     config["attention_head_dim"] = 8 if family == "sd1" else [max(1, w // 64) for w in widths]
     config["norm_num_groups"] = int(min(32, widths[0]))
     return config
 
 
-def diffusers_unet_from_ldm(state: Dict[str, torch.Tensor], family: str, path: str):
+def diffusers_unet_from_ldm(state: Dict[str, torch.Tensor], family: str, path: str, pooled_dim: int = 1280):
     """A diffusers U-Net filled from an LDM state dict (keys without "model.diffusion_model.")."""
     import diffusers
 
-    config = unet_config(state, family, path)
+    config = unet_config(state, family, path, pooled_dim)
     unet = diffusers.UNet2DConditionModel(**config)
     up_attention = [t.startswith("CrossAttn") for t in config["up_block_types"]]
     converted = {}
@@ -215,6 +218,8 @@ def clip_text_model(state: Dict[str, torch.Tensor], projection: bool, openclip: 
         config["projection_dim"] = int(state["text_projection.weight"].shape[0]) if "text_projection.weight" in state else width
     cls = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
     model = cls(transformers.CLIPTextConfig(**config))
+    if not hasattr(model, "text_model"):  # transformers 5's CLIPTextModel has no text_model level
+        state = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing:
@@ -227,7 +232,11 @@ def text_encoders_from_ldm(state: Dict[str, torch.Tensor], family: str, path: st
     if family == "sd1":
         return [clip_text_model(_hf_prefixed(state, "cond_stage_model.transformer."), False, False, path)]
     if family == "sd2":
-        return [clip_text_model(_openclip_to_hf(state, "cond_stage_model.model."), False, True, path)]
+        # SD2 conditions on the penultimate layer (then the final norm): the last layer is left out.
+        converted = _openclip_to_hf(state, "cond_stage_model.model.")
+        last = _count(list(converted), r"text_model\.encoder\.layers\.(\d+)\.") - 1
+        converted = {k: v for k, v in converted.items() if not k.startswith(f"text_model.encoder.layers.{last}.")}
+        return [clip_text_model(converted, False, True, path)]
     first = clip_text_model(_hf_prefixed(state, "conditioner.embedders.0.transformer."), False, False, path)
     second = clip_text_model(_openclip_to_hf(state, "conditioner.embedders.1.model."), True, True, path)
     return [first, second]
@@ -235,6 +244,11 @@ def text_encoders_from_ldm(state: Dict[str, torch.Tensor], family: str, path: st
 
 def ldm_unet_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return _hf_prefixed(state, UNET_PREFIX)
+
+
+def sdxl_pooled_dim(state: Dict[str, torch.Tensor]) -> int:
+    projection = state.get("conditioner.embedders.1.model.text_projection")
+    return int(projection.shape[1]) if projection is not None else 1280
 
 
 Renamer = Callable[[str], Optional[str]]

@@ -1,0 +1,164 @@
+"""Tiny base models saved the ways `lr-weights analyze --model` reads them: a diffusers folder, a
+single-file LDM checkpoint (SD1/SD2/SDXL) and a FLUX flow-model file. Random weights, no downloads.
+
+The LDM writer uses lr_weights.analysis.checkpoint.ldm_unet_path, which test_checkpoint.py checks
+against sd-scripts' own recorded SDXL module tree, so the round trip is not the mapping tested by
+itself. The OpenCLIP text tower is written here by hand (the inverse of the loader's conversion).
+"""
+
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+WIDTHS = (32, 64)
+TEXT_WIDTH = 32
+BOS, EOS = 49406, 49407
+
+
+def _bytes_to_unicode():
+    """GPT-2/CLIP's byte -> printable character table (the public BPE convention)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return [chr(c) for c in chars]
+
+
+def write_tokenizer(folder, pad="<|endoftext|>"):
+    """A CLIP tokenizer that knows single characters only (no merges), with CLIP's special ids;
+    OpenCLIP's encoders (SD2, SDXL's second) pad with "!" (id 0), CLIP's with the end token."""
+    import transformers
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = {}
+    for char in _bytes_to_unicode():
+        vocab[char] = len(vocab)
+    for char in _bytes_to_unicode():
+        vocab[char + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = BOS
+    vocab["<|endoftext|>"] = EOS
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as handle:
+        json.dump(vocab, handle)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=77, pad_token=pad)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def text_encoder(projection=False, openclip=False, seed=0):
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.CLIPTextConfig(
+        hidden_size=TEXT_WIDTH, intermediate_size=2 * TEXT_WIDTH, num_hidden_layers=2, num_attention_heads=1, vocab_size=EOS + 1,
+        max_position_embeddings=77, hidden_act="gelu" if openclip else "quick_gelu", bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS,
+        projection_dim=TEXT_WIDTH,
+    )
+    cls = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
+    return cls(config).eval()
+
+
+def unet(model, seed=0):
+    import diffusers
+
+    torch.manual_seed(seed)
+    common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=WIDTHS, norm_num_groups=32)
+    if model == "sdxl":
+        config = dict(
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=[0, 2], cross_attention_dim=2 * TEXT_WIDTH, attention_head_dim=[1, 1], use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=TEXT_WIDTH + 6 * 8,
+        )
+    else:
+        config = dict(
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TEXT_WIDTH, attention_head_dim=8 if model == "sd1" else [1, 1], use_linear_projection=model == "sd2",
+        )
+    return diffusers.UNet2DConditionModel(**common, **config).eval()
+
+
+def parts(model, seed=0):
+    """(unet, [text encoders]) of a tiny SD1/SD2/SDXL."""
+    if model == "sdxl":
+        return unet(model, seed), [text_encoder(seed=seed + 1), text_encoder(projection=True, openclip=True, seed=seed + 2)]
+    return unet(model, seed), [text_encoder(openclip=model == "sd2", seed=seed + 1)]
+
+
+def write_diffusers_folder(folder, model, seed=0):
+    model_unet, encoders = parts(model, seed)
+    model_unet.save_pretrained(os.path.join(folder, "unet"))
+    names = ("text_encoder", "text_encoder_2")
+    for index, encoder in enumerate(encoders):
+        encoder.save_pretrained(os.path.join(folder, names[index]))
+        openclip = model == "sd2" or index == 1
+        write_tokenizer(os.path.join(folder, "tokenizer" if index == 0 else "tokenizer_2"), "!" if openclip else "<|endoftext|>")
+    with open(os.path.join(folder, "model_index.json"), "w") as handle:
+        json.dump({"_class_name": "StableDiffusionXLPipeline" if model == "sdxl" else "StableDiffusionPipeline"}, handle)
+    return folder
+
+
+def hf_state(encoder):
+    """The encoder's tensors under transformers' checkpoint names (text_model.*), whichever
+    transformers built it (5.x's CLIPTextModel has no text_model level)."""
+    state = encoder.state_dict()
+    if hasattr(encoder, "text_model"):
+        return state
+    return {"text_model." + k: v for k, v in state.items()}
+
+
+def _openclip(encoder, prefix):
+    state = hf_state(encoder)
+    out = {
+        prefix + "token_embedding.weight": state["text_model.embeddings.token_embedding.weight"],
+        prefix + "positional_embedding": state["text_model.embeddings.position_embedding.weight"],
+        prefix + "ln_final.weight": state["text_model.final_layer_norm.weight"],
+        prefix + "ln_final.bias": state["text_model.final_layer_norm.bias"],
+    }
+    if "text_projection.weight" in state:
+        out[prefix + "text_projection"] = state["text_projection.weight"].T.contiguous()
+    for i in range(encoder.config.num_hidden_layers):
+        source, target = f"text_model.encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for a, b in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("self_attn.out_proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+            for p in ("weight", "bias"):
+                out[f"{target}{b}.{p}"] = state[f"{source}{a}.{p}"]
+        for p in ("weight", "bias"):
+            out[f"{target}attn.in_proj_{p}"] = torch.cat([state[f"{source}self_attn.{n}.{p}"] for n in ("q_proj", "k_proj", "v_proj")])
+    return out
+
+
+def write_single_file(path, model, seed=0):
+    from lr_weights.analysis.checkpoint import ldm_unet_path
+
+    model_unet, encoders = parts(model, seed)
+    up_attention = [t.startswith("CrossAttn") for t in model_unet.config.up_block_types]
+    tensors = {"model.diffusion_model." + ldm_unet_path(k, up_attention): v for k, v in model_unet.state_dict().items()}
+    if model == "sd1":
+        tensors.update({"cond_stage_model.transformer." + k: v for k, v in hf_state(encoders[0]).items()})
+    elif model == "sd2":
+        # SD2's checkpoint holds one layer more than it conditions on (the penultimate is used): the
+        # extra last layer is a copy, which the loader must leave out to match the folder's encoder.
+        tower = _openclip(encoders[0], "cond_stage_model.model.")
+        last = encoders[0].config.num_hidden_layers - 1
+        prefix = f"cond_stage_model.model.transformer.resblocks.{last}."
+        tower.update({k.replace(prefix, f"cond_stage_model.model.transformer.resblocks.{last + 1}."): v * 3 for k, v in tower.items() if k.startswith(prefix)})
+        tensors.update(tower)
+    else:
+        tensors.update({"conditioner.embedders.0.transformer." + k: v for k, v in hf_state(encoders[0]).items()})
+        tensors.update(_openclip(encoders[1], "conditioner.embedders.1.model."))
+    save_file({k: v.contiguous() for k, v in tensors.items() if not k.endswith("position_ids")}, str(path))
+    return path
+
+
+def write_flux_file(path, config, seed=0, prefix=""):
+    from lr_weights.models.tiny_flux import build_tiny_flux
+
+    encoders, flux = build_tiny_flux(seed, config)
+    save_file({prefix + k: v.contiguous() for k, v in flux.state_dict().items()}, str(path))
+    return encoders, flux
