@@ -15,9 +15,10 @@ wrong path fails before anything is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -70,17 +71,37 @@ def model_of_path(path: str) -> str:
         raise ValueError(f"--model {path}: cannot read it as a model ({error}); expected a diffusers SD1/SD2/SDXL folder, or a single-file SD1/SD2/SDXL checkpoint or FLUX.1 flow model") from None
 
 
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    """diffusers' and transformers' own loading bars off while loading (analyze has its own bar)."""
+    switched = []
+    for name in ("diffusers", "transformers"):
+        try:
+            logging_module = importlib.import_module(f"{name}.utils.logging")
+        except ImportError:
+            continue
+        if logging_module.is_progress_bar_enabled():
+            logging_module.disable_progress_bar()
+            switched.append(logging_module)
+    try:
+        yield
+    finally:
+        for logging_module in switched:
+            logging_module.enable_progress_bar()
+
+
 def load_denoiser(path: str, device: torch.device, dtype: torch.dtype, model: str = "") -> Denoiser:
     path = os.fspath(path)
     model = model or model_of_path(path)
     if model == "flux":
         denoiser = _flux_file(path)
-    elif os.path.isdir(path):
-        denoiser = _diffusers_folder(path, model)
     else:
-        denoiser = _single_file(path, model)
+        with _quiet_progress_bars():
+            denoiser = _diffusers_folder(path, model) if os.path.isdir(path) else _single_file(path, model)
     for module in (denoiser.net,) + tuple(e for e in denoiser.text_encoders if e is not None):
-        module.to(device, dtype).requires_grad_(False)
+        module.requires_grad_(False).to(device)
+        if next(module.parameters()).dtype != dtype:
+            module.to(dtype)
     return denoiser
 
 

@@ -93,11 +93,16 @@ def lora_model_of_names(path: str, keys: List[str]) -> str:
         return model_of_names(names, shape)
 
 
-def check_family(path: str, model: str, model_path: str, keys: Optional[List[str]] = None) -> str:
-    """The file's model; an error naming both paths when its family is not the model's."""
-    found = lora_model_of_names(path, _keys(path) if keys is None else keys)
+def check_file(path: str, model: str, model_path: str, keys: Optional[List[str]] = None) -> str:
+    """The file's model, from its names only; errors naming the path when its family is not the
+    model's or when it changes nothing the measure looks at (no U-Net / flow-model module)."""
+    keys = _keys(path) if keys is None else keys
+    found = lora_model_of_names(path, keys)
     if MODEL_FAMILY[found] != MODEL_FAMILY[model]:
         raise _family_error(path, found, model, model_path)
+    if not any(k.startswith(("lora_unet_", "transformer.")) for k in keys):
+        unet = "flow-model" if model == "flux" else "U-Net"
+        raise ValueError(f"{path} has no {unet} modules (only text encoder ones): expected a LoRA that changes the {unet}, which is what analyze measures")
     return found
 
 
@@ -180,10 +185,7 @@ def read_deltas(path: str, layers: Mapping[str, nn.Module], arch: Architecture, 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"LoRA file not found: {path}")
     keys = _keys(path)
-    found = check_family(path, model, model_path, keys)
+    found = check_file(path, model, model_path, keys)
     lycoris = is_lycoris_file(keys)
     modules, kind = _lycoris_modules(path, layers, arch, model) if lycoris else (_lora_modules(path, layers, arch, model), "LoRA")
-    if not any(m.is_unet for m in modules):
-        unet = "flow-model" if arch.name == "flux" else "U-Net"
-        raise ValueError(f"{path} has no {unet} modules (only text encoder ones): expected a LoRA that changes the {unet}, which is what analyze measures")
     return LoraDeltas(path, found, kind, tuple(modules), _norms(modules))

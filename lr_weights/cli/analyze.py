@@ -112,7 +112,7 @@ def document(analysis, suggestions) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from lr_weights.analysis.base_model import load_denoiser, model_of_path, parse_device, parse_dtype
-    from lr_weights.analysis.deltas import check_family, read_deltas
+    from lr_weights.analysis.deltas import check_file, read_deltas
     from lr_weights.analysis.measure import check_settings, measure, parse_settings
     from lr_weights.analysis.suggest import format_suggestion, parse_cutoff, suggest
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"LoRA file not found: {path}")
-        check_family(path, model, args.model)
+        check_file(path, model, args.model)
     denoiser = load_denoiser(args.model, device, dtype, model)
     check_settings(denoiser, settings, args.model)
     files = [read_deltas(path, denoiser.layers, denoiser.arch, denoiser.model, args.model) for path in args.files]
@@ -146,7 +146,10 @@ def run(args: argparse.Namespace) -> int:
             print(format_suggestion(suggestion, effect.path))
     if args.plot:
         series = [(os.path.basename(effect.path), [next((b.share for b in effect.blocks if b.block == label), 0.0) for label in labels]) for effect in analysis.files]
-        save_bar_chart(args.plot, labels, series, f"{analysis.model.upper()}: each block's share of the LoRA's effect", "share of Σ ablation effect", size, xlabel="block (LBW order)")
+        # With --suggest and one file, blocks under the cut-off are drawn as dropped (a visible stub).
+        kinds = ["train" if share >= cutoff else "pruned" for share in series[0][1]] if suggestions and len(series) == 1 else None
+        title = f"{analysis.model.upper()}: each block's share of the LoRA's effect" + (f" (cut-off {cutoff:g})" if kinds else "")
+        save_bar_chart(args.plot, labels, series, title, "share of Σ ablation effect", size, xlabel="block (LBW order)", kinds=kinds)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
