@@ -24,6 +24,7 @@ LAYERS = {
     "models": 2,
     "files": 3,
     "network": 4,
+    "analysis": 4,
     "lora": 5,
     "dylora": 6,
     "flux": 5,
