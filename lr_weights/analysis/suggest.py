@@ -72,6 +72,8 @@ def suggest(effect: FileEffect, arch: Architecture, cutoff: float) -> Suggestion
     text_encoders: Dict[str, float] = {}
     kept, dropped = [], []
     for row in effect.blocks:
+        if row.index is None and row.block == "unknown":  # U-Net modules in no block: nothing to address
+            continue
         keep = row.share >= cutoff
         (kept if keep else dropped).append(row.block)
         if row.index is not None:
