@@ -91,7 +91,7 @@ def main() -> None:
         # The in-place swap alone: everything on, then off again (a file's measure does about 4 of these).
         from lr_weights.analysis.swap import MergedWeights
 
-        rows = deltas.rows(denoiser.arch, False)
+        rows = deltas.rows(False)
         weights = MergedWeights(denoiser.layers, deltas, rows)
         start = time.perf_counter()
         weights.set(rows)

@@ -59,7 +59,7 @@ class LoraDeltas:
     modules: Tuple[ModuleDelta, ...]
     norms: Mapping[str, float]  # row -> ‖ΔW‖ over its modules, as `lr-weights inspect` reports it
 
-    def rows(self, arch: Architecture, text_encoders: bool) -> List[str]:
+    def rows(self, text_encoders: bool) -> List[str]:
         """Rows in LBW order: text encoders first, then blocks by index."""
         seen = {(m.index, m.row) for m in self.modules if text_encoders or m.is_unet}
         return [row for _, row in sorted(seen)]

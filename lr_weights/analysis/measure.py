@@ -181,7 +181,7 @@ def measure(denoiser: Denoiser, files: Sequence[LoraDeltas], settings: MeasureSe
     measure_text_encoders = bool(settings.prompts)
     plan = []
     for deltas in files:
-        rows = deltas.rows(denoiser.arch, measure_text_encoders)
+        rows = deltas.rows(measure_text_encoders)
         plan.append((deltas, rows, _steps(rows)))
     work: List[tuple] = [("base",)] + [(number, step) for number, (_, _, steps) in enumerate(plan) for step in steps]
     iterator = progress(work, len(work), "analyze") if progress else work
