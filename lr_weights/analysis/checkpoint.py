@@ -101,15 +101,9 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
             return load_file(path)
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors checkpoint ({type(error).__name__}: {error})") from None
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path} does not hold a state dict")
-    return loaded
+    from lr_weights.models.reference import load_torch_checkpoint
+
+    return load_torch_checkpoint(path, "cpu")
 
 
 def _count(keys: Sequence[str], pattern: str) -> int:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from lr_weights.archs.base import Architecture
+from lr_weights.archs.detect import architecture_of_model
 
-MODEL_FAMILY = {"sd1": "sd", "sd2": "sd", "sdxl": "sdxl", "flux": "flux"}
 UNKNOWN = 10_000  # sorts after every block
 
 
@@ -59,7 +59,7 @@ class LoraDeltas:
     modules: Tuple[ModuleDelta, ...]
     norms: Mapping[str, float]  # row -> ‖ΔW‖ over its modules, as `lr-weights inspect` reports it
 
-    def rows(self, arch: Architecture, text_encoders: bool) -> List[str]:
+    def rows(self, text_encoders: bool) -> List[str]:
         """Rows in LBW order: text encoders first, then blocks by index."""
         seen = {(m.index, m.row) for m in self.modules if text_encoders or m.is_unet}
         return [row for _, row in sorted(seen)]
@@ -99,7 +99,7 @@ def check_file(path: str, model: str, model_path: str, keys: Optional[List[str]]
     model's or when it changes nothing the measure looks at (no U-Net / flow-model module)."""
     keys = _keys(path) if keys is None else keys
     found = lora_model_of_names(path, keys)
-    if MODEL_FAMILY[found] != MODEL_FAMILY[model]:
+    if architecture_of_model(found) is not architecture_of_model(model):  # sd1 and sd2 share their blocks
         raise _family_error(path, found, model, model_path)
     if not any(k.startswith(("lora_unet_", "transformer.")) for k in keys):
         unet = "flow-model" if model == "flux" else "U-Net"

@@ -181,45 +181,45 @@ def measure(denoiser: Denoiser, files: Sequence[LoraDeltas], settings: MeasureSe
     measure_text_encoders = bool(settings.prompts)
     plan = []
     for deltas in files:
-        rows = deltas.rows(denoiser.arch, measure_text_encoders)
+        rows = deltas.rows(measure_text_encoders)
         plan.append((deltas, rows, _steps(rows)))
-    work = [("base", None, None, None)] + [(deltas, rows, step) for deltas, rows, steps in plan for step in steps]
+    work: List[tuple] = [("base",)] + [(number, step) for number, (_, _, steps) in enumerate(plan) for step in steps]
     iterator = progress(work, len(work), "analyze") if progress else work
 
     base_cond = _Conditioner(denoiser, settings.prompts)(frozenset())
     base = None
     base_power = 0.0
-    outputs: Dict[Tuple[str, Optional[str]], torch.Tensor] = {}
-    current: Optional[Tuple[LoraDeltas, MergedWeights, _Conditioner, frozenset]] = None
-    results: Dict[str, Dict[str, float]] = {}
+    full: Optional[torch.Tensor] = None
+    current: Optional[Tuple[int, MergedWeights, _Conditioner, frozenset]] = None
+    results: List[Dict[str, float]] = [{} for _ in plan]  # per file (the same path may come twice)
     try:
         for item in iterator:
             if item[0] == "base":
                 base = predict_all(denoiser, samples, base_cond, settings.batch_size)
                 base_power = squared_distance(base)
                 continue
-            deltas, rows, (kind, row, on) = item
-            if current is None or current[0] is not deltas:
+            number, (kind, row, on) = item
+            if current is None or current[0] != number:
                 if current is not None:
                     current[1].restore()
+                deltas, rows, _ = plan[number]
                 text_encoder_rows = frozenset(r for r in rows if not _is_block(deltas, r))
-                current = (deltas, MergedWeights(denoiser.layers, deltas, rows), _Conditioner(denoiser, settings.prompts), text_encoder_rows)
-                outputs = {}
-                results[deltas.path] = {}
+                current = (number, MergedWeights(denoiser.layers, deltas, rows), _Conditioner(denoiser, settings.prompts), text_encoder_rows)
             _, weights, conditioner, text_encoder_rows = current
+            values = results[number]
             weights.set(on)
             out = predict_all(denoiser, samples, conditioner(on & text_encoder_rows), settings.batch_size)
             if kind == "full":
-                outputs["full"] = out
-                results[deltas.path]["total"] = squared_distance(out, base)
+                full = out
+                values["total"] = squared_distance(out, base)
             elif kind == "ablation":
-                results[deltas.path]["ablation:" + row] = squared_distance(outputs["full"], out)
+                values["ablation:" + row] = squared_distance(full, out)
             else:
-                results[deltas.path]["alone:" + row] = squared_distance(out, base)
+                values["alone:" + row] = squared_distance(out, base)
     finally:
         if current is not None:
             current[1].restore()
-    effects = tuple(_file_effect(deltas, rows, results[deltas.path], base_power, denoiser, measure_text_encoders) for deltas, rows, _ in plan)
+    effects = tuple(_file_effect(deltas, rows, values, base_power, measure_text_encoders) for (deltas, rows, _), values in zip(plan, results))
     return Analysis(denoiser.model, settings, resolution, base_power, effects)
 
 
@@ -227,7 +227,7 @@ def _is_block(deltas: LoraDeltas, row: str) -> bool:
     return any(m.row == row and m.is_unet for m in deltas.modules)
 
 
-def _file_effect(deltas: LoraDeltas, rows: Sequence[str], values: Dict[str, float], base_power: float, denoiser: Denoiser, text_encoders: bool) -> FileEffect:
+def _file_effect(deltas: LoraDeltas, rows: Sequence[str], values: Dict[str, float], base_power: float, text_encoders: bool) -> FileEffect:
     relative = (lambda v: v / base_power) if base_power > 0 else (lambda v: 0.0)
     total_ablation = sum(values["ablation:" + r] for r in rows)
     blocks = []

@@ -21,7 +21,7 @@ class Suggestion:
     cutoff: float
     kept: Tuple[str, ...]
     dropped: Tuple[str, ...]  # rows with share < cutoff
-    lbw: str  # LBW vector, the architecture's full layout
+    lbw: str  # LBW vector in the shortest layout that says exactly these weights
     network_args: Tuple[Tuple[str, str], ...]  # (key, value) in stack order, then the threshold
     text_encoders_dropped: bool
 
@@ -49,13 +49,31 @@ def _lbw_blocks(arch: Architecture, blocks: List[float]) -> List[float]:
     return result
 
 
+def _shortest_vector(arch: Architecture, blocks: List[float], base: float, text_encoders: Dict[str, float]) -> str:
+    """The shortest of the architecture's LBW forms that reads back (by parse_lbw) as exactly these
+    weights: LBW's 17-value SD form when the blocks it leaves out are 0 anyway, else the full one."""
+    from lr_weights.args.lbw import lbw_vector, parse_lbw
+
+    for length in sorted(arch.lbw.lengths):
+        try:
+            text = lbw_vector(arch, blocks, base, length=length, text_encoders=text_encoders)
+        except ValueError:  # one entry of this form covers blocks that differ
+            continue
+        parsed = parse_lbw(arch, text, key="--suggest")
+        if parsed.blocks == tuple(blocks) and dict(parsed.text_encoders) == {k: text_encoders[k] for k in dict(parsed.text_encoders)}:
+            return text
+    return lbw_vector(arch, blocks, base, text_encoders=text_encoders)
+
+
 def suggest(effect: FileEffect, arch: Architecture, cutoff: float) -> Suggestion:
-    from lr_weights.args.lbw import block_weights_to_network_args, format_number, lbw_vector
+    from lr_weights.args.lbw import block_weights_to_network_args, format_number
 
     blocks = [0.0] * arch.num_blocks
     text_encoders: Dict[str, float] = {}
     kept, dropped = [], []
     for row in effect.blocks:
+        if row.index is None and row.block == "unknown":  # U-Net modules in no block: nothing to address
+            continue
         keep = row.share >= cutoff
         (kept if keep else dropped).append(row.block)
         if row.index is not None:
@@ -69,7 +87,7 @@ def suggest(effect: FileEffect, arch: Architecture, cutoff: float) -> Suggestion
     # SD/SDXL LBW has one BASE for all encoders (kept if any is); FLUX's CLIP and T5 are their own.
     te_weights = {label: text_encoders.get(label, max(text_encoders.values()) if text_encoders and len(labels) == 1 else 1.0) for label in labels}
     base = te_weights[labels[0]]
-    lbw = lbw_vector(arch, _lbw_blocks(arch, blocks), base, text_encoders=te_weights)
+    lbw = _shortest_vector(arch, _lbw_blocks(arch, blocks), base, te_weights)
     args = list(block_weights_to_network_args(arch, blocks).items()) + [("block_lr_zero_threshold", format_number(0.0))]
     return Suggestion(cutoff, tuple(kept), tuple(dropped), lbw, tuple(args), any(v == 0 for v in text_encoders.values()))
 

@@ -80,12 +80,18 @@ def model_of_checkpoint(path: str) -> str:
         except Exception as error:
             raise ValueError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error})") from None
         return model_from_checkpoint_keys(keys, path)
+    return model_from_checkpoint_keys(list(load_torch_checkpoint(path, "meta")), path)
+
+
+def load_torch_checkpoint(path: str, map_location: str) -> dict:
+    """The state dict of a .ckpt/.pt checkpoint (its "state_dict" entry when it has one); tensors only
+    (weights_only), on `map_location` ("meta" reads names and shapes without the data)."""
     try:
-        loaded = torch.load(path, map_location="meta", weights_only=True)
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} does not hold a state dict")
-    return model_from_checkpoint_keys(list(loaded), path)
+    return loaded

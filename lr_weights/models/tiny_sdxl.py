@@ -16,9 +16,8 @@ from typing import Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from lr_weights.models.tiny import CLIPTextModel, TextEncoderConfig, Transformer2DModel, timestep_features
+from lr_weights.models.tiny import CLIPTextModel, TextEncoderConfig, Transformer2DModel, Upsample2D, timestep_features
 
 
 @dataclass(frozen=True)
@@ -48,21 +47,14 @@ class ResnetBlock2D(nn.Module):
 
 
 class Downsample2D(nn.Module):
+    """sd-scripts' SDXL names its stride-2 conv `op` (SD1's, in tiny.py, `conv`); the upsampler is SD1's."""
+
     def __init__(self, ch: int):
         super().__init__()
         self.op = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
-
-
-class Upsample2D(nn.Module):
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -17,30 +17,16 @@ TEXT_WIDTH = 32
 BOS, EOS = 49406, 49407
 
 
-def _bytes_to_unicode():
-    """GPT-2/CLIP's byte -> printable character table (the public BPE convention)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return [chr(c) for c in chars]
-
-
 def write_tokenizer(folder, pad="<|endoftext|>"):
     """A CLIP tokenizer that knows single characters only (no merges), with CLIP's special ids;
     OpenCLIP's encoders (SD2, SDXL's second) pad with "!" (id 0), CLIP's with the end token."""
     import transformers
 
     os.makedirs(folder, exist_ok=True)
-    vocab = {}
-    for char in _bytes_to_unicode():
-        vocab[char] = len(vocab)
-    for char in _bytes_to_unicode():
-        vocab[char + "</w>"] = len(vocab)
+    from tests.e2e.sd_scripts_harness import _bytes_to_unicode
+
+    chars = list(_bytes_to_unicode().values())
+    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars])}
     vocab["<|startoftext|>"] = BOS
     vocab["<|endoftext|>"] = EOS
     with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as handle:

@@ -29,8 +29,10 @@ FORMATS = [
     ("flux", "flux", {"split_qkv": "True"}),
     ("sd1", "lycoris", {"algo": "lokr", "factor": "4"}),
     ("sd1", "lycoris", {"algo": "loha"}),
+    ("sd1", "lycoris", {"algo": "locon", "dora_wd": "True"}),
+    ("sd1", "lycoris", {"algo": "ia3"}),
 ]
-IDS = ["lora", "locon", "dylora", "sdxl-locon", "flux", "flux-split_qkv", "lokr", "loha"]
+IDS = ["lora", "locon", "dylora", "sdxl-locon", "flux", "flux-split_qkv", "lokr", "loha", "dora", "ia3"]
 
 
 def _model(model):

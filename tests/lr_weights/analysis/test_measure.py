@@ -87,6 +87,8 @@ def test_rows_are_the_same_for_every_file_and_batches_change_nothing(trained, tm
     together = analyse(denoiser, path, other)
     alone = analyse(denoiser, other).files[0]
     assert together.files[1] == alone  # the second file sees the same samples and base outputs
+    twice = analyse(denoiser, other, other)
+    assert twice.files[0] == twice.files[1] == alone  # the same file twice: two results, not one overwritten
     one_by_one = analyse(denoiser, path, settings=MeasureSettings(samples=3, timesteps=3, seed=0, batch_size=1)).files[0]
     first = together.files[0]
     # Batching changes only the kernels' blocking: float32 outputs, compared at their resolution.
