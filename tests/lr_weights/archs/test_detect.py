@@ -21,7 +21,7 @@ DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "lr_weights", "
 
 
 def test_every_model_has_its_skeletons_and_one_architecture():
-    assert model_names() == ("sd1", "sd2", "sdxl", "flux")
+    assert model_names()[:4] == ("sd1", "sd2", "sdxl", "flux")  # new families come after
     for name in model_names():
         arch = architecture_of_model(name)
         assert name in [m.name for m in arch.models]
