@@ -89,6 +89,7 @@ ANIMA = Architecture(
     unet_target_classes=LAYOUT.all_block_classes,
     text_encoder_target_classes=("Qwen3Attention", "Qwen3MLP", "Qwen3SdpaAttention", "Qwen3FlashAttention2"),
     entry_point="lr_weights.anima",
+    training_script="anima_train_network.py",
     dit=LAYOUT,
     models=(MODEL,),
 )

@@ -143,6 +143,7 @@ FLUX = Architecture(
     text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
     text_encoder_class_pattern=CLIP_ATTENTION,
     entry_point="lr_weights.flux",
+    training_script="flux_train_network.py",
     dit=LAYOUT,
     models=(MODEL,),
 )

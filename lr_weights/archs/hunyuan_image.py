@@ -72,6 +72,7 @@ HUNYUAN_IMAGE = Architecture(
     text_encoder_prefixes=(),
     unet_target_classes=LAYOUT.all_block_classes,
     entry_point="lr_weights.hunyuan_image",
+    training_script="hunyuan_image_train_network.py",
     dit=LAYOUT,
     models=(MODEL,),
 )

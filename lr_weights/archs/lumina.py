@@ -146,6 +146,7 @@ def lumina_architecture(num_layers: int = LUMINA2_LAYERS) -> Architecture:
         unet_target_classes=BLOCK_CLASSES,
         text_encoder_target_classes=("Gemma2Attention", "Gemma2FlashAttention2", "Gemma2SdpaAttention", "Gemma2MLP"),
         entry_point="lr_weights.lumina",
+        training_script="lumina_train_network.py",
         dit=LAYOUT,
         models=(MODEL,) if num_layers == LUMINA2_LAYERS else (),
     )

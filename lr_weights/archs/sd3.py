@@ -143,6 +143,7 @@ def sd3_architecture(num_joint: int = MEDIUM_JOINT_BLOCKS) -> Architecture:
         text_encoder_target_classes=("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"),
         text_encoder_class_pattern=CLIP_ATTENTION,
         entry_point="lr_weights.sd3",
+        training_script="sd3_train_network.py",
         dit=LAYOUT,
         models=(MODELS[num_joint],) if num_joint in MODELS else (),
     )

@@ -42,6 +42,7 @@ MODEL = ModelSignature(
 )
 
 SDXL = Architecture(
+    training_script="sdxl_train_network.py",
     name="sdxl",
     title="SDXL",
     block_names=NAMES,

@@ -108,8 +108,19 @@ def _from_toml(path: str) -> Dict[str, Any]:
     return settings
 
 
-# The training script a TOML was written for, as its comments name it (ours and `lr-weights gui`'s do).
-_SCRIPT = re.compile(r"(?<![A-Za-z0-9])(sdxl_|flux_)?train_network\.py\b")
+# The training script a TOML was written for, as its comments name it (ours and `lr-weights gui`'s
+# do): each family's own (archs/: training_script), e.g. sdxl_train_network.py, flux_train_network.py.
+_SCRIPT = re.compile(r"(?<![A-Za-z0-9])([a-z0-9_]*train_network\.py)\b")
+
+
+def _model_of_script(script: str, v2: bool) -> Optional[str]:
+    """The model a training script trains (its family's first; SD's train_network.py with v2: sd2)."""
+    from lr_weights.archs import ARCHITECTURES
+
+    for arch in ARCHITECTURES.values():
+        if arch.training_script == script and arch.models:
+            return "sd2" if arch.name == "sd" and v2 else arch.models[0].name
+    return None
 
 
 def _arch_of_toml(path: str, flat: Dict[str, Any]) -> Tuple[Optional[str], Optional[str]]:
@@ -121,11 +132,11 @@ def _arch_of_toml(path: str, flat: Dict[str, Any]) -> Tuple[Optional[str], Optio
         return model_of_checkpoint(model), f"architecture read from {model} (pretrained_model_name_or_path in {path})"
     with open(path, encoding="utf-8") as handle:
         comments = " ".join(line.split("#", 1)[1] for line in handle if "#" in line)
-    scripts = {match.group(1) or "" for match in _SCRIPT.finditer(comments)}
-    if len(scripts) == 1:
-        prefix = scripts.pop()
-        arch = {"sdxl_": "sdxl", "flux_": "flux"}.get(prefix, "sd2" if flat.get("v2") is True else "sd1")
-        return arch, f"architecture {arch}: {path} is written for {prefix}train_network.py"
+    scripts = {match.group(1) for match in _SCRIPT.finditer(comments)}
+    script = scripts.pop() if len(scripts) == 1 else None
+    arch = _model_of_script(script, flat.get("v2") is True) if script else None
+    if arch is not None:
+        return arch, f"architecture {arch}: {path} is written for {script}"
     if flat.get("v2") is True:
         return "sd2", f"architecture sd2: v2 = true in {path}"
     return None, None

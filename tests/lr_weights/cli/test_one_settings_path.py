@@ -159,6 +159,20 @@ def test_plan_takes_the_arch_from_a_toml_gui_wrote_for_sdxl(cli, tmp_path):
     assert json.loads(result.out)["arch"] == "sdxl"
 
 
+@pytest.mark.parametrize(
+    "script, arch",
+    [("train_network.py", "sd1"), ("sdxl_train_network.py", "sdxl"), ("flux_train_network.py", "flux"), ("sd3_train_network.py", "sd3"),
+     ("lumina_train_network.py", "lumina"), ("anima_train_network.py", "anima"), ("hunyuan_image_train_network.py", "hunyuan_image")],
+)
+def test_plan_takes_the_arch_from_the_training_script_a_toml_names(cli, tmp_path, script, arch):
+    # every family's script is its arch file's data (training_script), so a new family needs no CLI edit
+    toml = tmp_path / "run.toml"
+    toml.write_text(f"# accelerate launch {script} --config_file run.toml\nnetwork_dim = 4\n", encoding="utf-8")
+    result = cli("plan", "--json", "--config-file", toml)
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["arch"] == arch
+
+
 def test_plan_text_encoder_lr_takes_a_list_like_sd_scripts(cli):
     result = cli("plan", "--json", "--arch", "sdxl", "--unet_lr", "1e-4", "--text_encoder_lr", "2e-5", "1e-5")
     assert result.code == 0, result.err
