@@ -39,13 +39,16 @@ def import_upstream(module: str):
     import importlib
 
     try:
-        return importlib.import_module(f"networks.{module}"), f"real sd-scripts library from {root}"
+        imported = importlib.import_module(f"networks.{module}")
+        stubbed = getattr(sys.modules.get("library"), "is_benchmark_stub", False)  # an earlier call stubbed it
+        return imported, f"{root}/networks/{module}.py with library.* stubbed by an earlier import" if stubbed else f"real sd-scripts library from {root}"
     except ImportError as error:
         first_error = error
     for name in [n for n in sys.modules if n == "library" or n.startswith("library.") or n.startswith("networks")]:
         del sys.modules[name]
     library = types.ModuleType("library")
     library.__path__ = []
+    library.is_benchmark_stub = True
     utils = types.ModuleType("library.utils")
     utils.setup_logging = lambda *args, **kwargs: None
     sdxl = types.ModuleType("library.sdxl_original_unet")
