@@ -68,11 +68,8 @@ _DYLORA_ONLY = ("conv_dim", "conv_alpha", "unit")
 _GUI_ALIASES = {"conv_block_dims": "conv_dims", "conv_block_alphas": "conv_alphas"}
 _INT_KEYS = ("conv_dim", "unit", "network_dim")
 # v26's DiT LoRA types: (our module, architecture, training script).
-DIT_TYPES = {
-    "Flux1": ("lr_weights.flux", FLUX, "flux_train_network.py"),
-    "Anima": ("lr_weights.anima", ANIMA, "anima_train_network.py"),
-    "HunyuanImage-2.1": ("lr_weights.hunyuan_image", HUNYUAN_IMAGE, "hunyuan_image_train_network.py"),
-}
+# GUI LoRA types of the DiT kind -> their family (its entry point and training script are its data).
+DIT_TYPES = {"Flux1": FLUX, "Anima": ANIMA, "HunyuanImage-2.1": HUNYUAN_IMAGE}
 FLUX1_GUI_KEYS = (
     "img_attn_dim",
     "img_mlp_dim",
@@ -139,7 +136,7 @@ def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple
     if lora_type in LYCORIS_GUI_TYPES:
         return "lr_weights.lycoris", lycoris_gui_network_args(config, lora_type, _clean, _truthy)
     if lora_type in DIT_TYPES:
-        return DIT_TYPES[lora_type][0], _dit_network_args(config, lora_type)
+        return DIT_TYPES[lora_type].entry_point, _dit_network_args(config, lora_type)
     if lora_type not in BLOCK_LR_TYPES:
         raise ValueError(
             f"{source}: LoRA_type {lora_type!r} has no lr_weights module; block LRs need LoRA_type Standard, Kohya LoCon, "
@@ -324,18 +321,11 @@ GUI_MARKER_KEYS = ("LoRA_type", "pretrained_model_name_or_path", "network_dim", 
 
 def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scripts_dir: str = "") -> SdScriptsConfig:
     """The sd-scripts settings that run `config` with lr_weights (network args not yet validated)."""
-    if not isinstance(config, Mapping):
-        raise ValueError(f"{source} is not a Kohya GUI config (a JSON object of settings)")
-    found = [key for key in GUI_MARKER_KEYS if key in config]
-    if len(found) < 2:
-        raise ValueError(
-            f"{source} is not a Kohya GUI config: it has {'only ' + found[0] if found else 'none'} of the settings every "
-            f"GUI era saves ({', '.join(GUI_MARKER_KEYS)}); save the config from the GUI's LoRA tab"
-        )
+    _check_is_gui_config(config, source)
     lora_type = str(gui_value(config, "LoRA_type"))
     module, pairs = gui_network_args(config, source)
     sdxl = config.get("sdxl") is True and lora_type not in DIT_TYPES
-    arch = DIT_TYPES[lora_type][1] if lora_type in DIT_TYPES else SDXL if sdxl else SD
+    arch = DIT_TYPES[lora_type] if lora_type in DIT_TYPES else SDXL if sdxl else SD
     notes: List[str] = _dropped_block_panel(config, lora_type, arch) if lora_type in DIT_TYPES else []
     if lora_type in DIT_TYPES:
         notes.append(
@@ -345,7 +335,40 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
     table: Dict[str, Any] = {}
     for gui_key, option, kind in _OPTIONS:
         _carry(table, config, gui_key, option, kind, source)
+    notes += _training_options(table, config, source, sdxl)
+    _learning_rates(table, config, source)
+    _network_options(table, config, module, pairs, source)
 
+    accelerate = [f"--num_cpu_threads_per_process={_number('num_cpu_threads_per_process', config.get('num_cpu_threads_per_process', 2), source, int)}"]
+    if "mixed_precision" in table:
+        accelerate.append(f"--mixed_precision={table['mixed_precision']}")
+    script = arch.training_script
+    if sd_scripts_dir:
+        script = sd_scripts_dir.rstrip("/\\") + "/" + script
+    try:
+        additional = shlex.split(str(config.get("additional_parameters", "") or ""))
+    except ValueError as error:
+        raise ValueError(f"{source}: additional_parameters cannot be split into arguments ({error})") from None
+    overriding = overridden_settings(additional, table)
+    if overriding:
+        notes.append(f"additional_parameters sets {', '.join(overriding)}, which overrides the converted setting")
+    return SdScriptsConfig(lora_type, arch, script, table, pairs, accelerate, additional, notes)
+
+
+def _check_is_gui_config(config: Any, source: str) -> None:
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{source} is not a Kohya GUI config (a JSON object of settings)")
+    found = [key for key in GUI_MARKER_KEYS if key in config]
+    if len(found) < 2:
+        raise ValueError(
+            f"{source} is not a Kohya GUI config: it has {'only ' + found[0] if found else 'none'} of the settings every "
+            f"GUI era saves ({', '.join(GUI_MARKER_KEYS)}); save the config from the GUI's LoRA tab"
+        )
+
+
+def _training_options(table: Dict[str, Any], config: Mapping[str, Any], source: str, sdxl: bool) -> List[str]:
+    """The training options the GUI derives rather than passes as they are; returns notes."""
+    notes: List[str] = []
     # Training length: the GUI passes max_train_steps when set, else derives steps from epochs.
     if _truthy(config.get("max_train_steps", "")) and _number("max_train_steps", config["max_train_steps"], source, int) > 0:
         table["max_train_steps"] = _number("max_train_steps", config["max_train_steps"], source, int)
@@ -363,19 +386,7 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
     max_token_length = config.get("max_token_length", "")
     if _truthy(max_token_length) and _number("max_token_length", max_token_length, source, int) > 75:
         table["max_token_length"] = _number("max_token_length", max_token_length, source, int)
-    noise_type = config.get("noise_offset_type", "Original")
-    if noise_type == "Multires":
-        _carry(table, config, "multires_noise_iterations", "multires_noise_iterations", "intpos", source)
-        _carry(table, config, "multires_noise_discount", "multires_noise_discount", "pos", source)
-    else:
-        _carry(table, config, "noise_offset", "noise_offset", "pos", source)
-        if _truthy(config.get("adaptive_noise_scale", "")) and _number("adaptive_noise_scale", config["adaptive_noise_scale"], source) != 0:
-            table["adaptive_noise_scale"] = _number("adaptive_noise_scale", config["adaptive_noise_scale"], source)
-    loss_type = config.get("loss_type", "")
-    if _truthy(loss_type) and loss_type != "l2":
-        table["loss_type"] = loss_type
-        _carry(table, config, "huber_c", "huber_c", "pos", source)
-        _carry(table, config, "huber_schedule", "huber_schedule", "str", source)
+    _noise_and_loss(table, config, source)
     attention = config.get("xformers", "")
     if attention is True or attention == "xformers":
         table["xformers"] = True
@@ -388,30 +399,31 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
             table["cache_text_encoder_outputs"] = True
     if _truthy(config.get("sample_prompts", "")):
         notes.append("sample prompts are not carried over: write them to a file and pass --sample_prompts")
+    return notes
 
-    _learning_rates(table, config, source)
+
+def _noise_and_loss(table: Dict[str, Any], config: Mapping[str, Any], source: str) -> None:
+    if config.get("noise_offset_type", "Original") == "Multires":
+        _carry(table, config, "multires_noise_iterations", "multires_noise_iterations", "intpos", source)
+        _carry(table, config, "multires_noise_discount", "multires_noise_discount", "pos", source)
+    else:
+        _carry(table, config, "noise_offset", "noise_offset", "pos", source)
+        if _truthy(config.get("adaptive_noise_scale", "")) and _number("adaptive_noise_scale", config["adaptive_noise_scale"], source) != 0:
+            table["adaptive_noise_scale"] = _number("adaptive_noise_scale", config["adaptive_noise_scale"], source)
+    loss_type = config.get("loss_type", "")
+    if _truthy(loss_type) and loss_type != "l2":
+        table["loss_type"] = loss_type
+        _carry(table, config, "huber_c", "huber_c", "pos", source)
+        _carry(table, config, "huber_schedule", "huber_schedule", "str", source)
+
+
+def _network_options(table: Dict[str, Any], config: Mapping[str, Any], module: str, pairs, source: str) -> None:
     table["network_module"] = module
     table["network_dim"] = _number("network_dim", gui_value(config, "network_dim"), source, int)
     alpha = _number("network_alpha", gui_value(config, "network_alpha"), source)
     table["network_alpha"] = int(alpha) if float(alpha).is_integer() else alpha
-    table["network_args"] = [f"{k}={v}" for k, v in pairs]
-    if not table["network_args"]:
-        del table["network_args"]
-
-    accelerate = [f"--num_cpu_threads_per_process={_number('num_cpu_threads_per_process', config.get('num_cpu_threads_per_process', 2), source, int)}"]
-    if "mixed_precision" in table:
-        accelerate.append(f"--mixed_precision={table['mixed_precision']}")
-    script = DIT_TYPES[lora_type][2] if lora_type in DIT_TYPES else "sdxl_train_network.py" if sdxl else "train_network.py"
-    if sd_scripts_dir:
-        script = sd_scripts_dir.rstrip("/\\") + "/" + script
-    try:
-        additional = shlex.split(str(config.get("additional_parameters", "") or ""))
-    except ValueError as error:
-        raise ValueError(f"{source}: additional_parameters cannot be split into arguments ({error})") from None
-    overriding = overridden_settings(additional, table)
-    if overriding:
-        notes.append(f"additional_parameters sets {', '.join(overriding)}, which overrides the converted setting")
-    return SdScriptsConfig(lora_type, arch, script, table, pairs, accelerate, additional, notes)
+    if pairs:
+        table["network_args"] = [f"{k}={v}" for k, v in pairs]
 
 
 _NETWORK_OPTIONS = ("--network_module", "--network_dim", "--network_alpha", "--network_args")
