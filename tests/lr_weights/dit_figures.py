@@ -1,5 +1,5 @@
 """Reading the recorded upstream figures of a DiT-kind family (tests/fixtures/upstream/<family>/)
-and running one of our entry points the way the recorder ran upstream's (network_case.py).
+and running one of our entry points the way the recorder ran upstream's (network_recording.py).
 
 Shared by the SD3 and Lumina parity tests. Same-seed equality is checked against an in-process
 replay of upstream's init calls (the uniform kernels differ between CPU capabilities), and against
