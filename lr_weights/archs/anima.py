@@ -90,6 +90,7 @@ ANIMA = Architecture(
     text_encoder_target_classes=("Qwen3Attention", "Qwen3MLP", "Qwen3SdpaAttention", "Qwen3FlashAttention2"),
     entry_point="lr_weights.anima",
     training_script="anima_train_network.py",
+    upstream_module="networks.lora_anima",
     dit=LAYOUT,
     models=(MODEL,),
 )

@@ -130,8 +130,10 @@ class Architecture:
     # attention classes with the same role (CLIPSdpaAttention, CLIPFlashAttention2).
     text_encoder_class_pattern: Optional[str] = None
     entry_point: str = "lr_weights.lora"
-    # sd-scripts' training script for the family (a TOML that names it is planned for this arch).
+    # sd-scripts' training script for the family (a TOML that names it is planned for this arch),
+    # and upstream's network module for it (planned as entry_point).
     training_script: str = "train_network.py"
+    upstream_module: str = "networks.lora"
     # The DiT kind's layout (archs/dit.py); None for the U-Net kind (SD, SDXL).
     dit: Optional[DiTLayout] = None
     # Its models (SD: sd1, sd2): skeletons and how each is detected (archs/signatures.py).

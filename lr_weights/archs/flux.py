@@ -144,6 +144,7 @@ FLUX = Architecture(
     text_encoder_class_pattern=CLIP_ATTENTION,
     entry_point="lr_weights.flux",
     training_script="flux_train_network.py",
+    upstream_module="networks.lora_flux",
     dit=LAYOUT,
     models=(MODEL,),
 )

@@ -73,6 +73,7 @@ HUNYUAN_IMAGE = Architecture(
     unet_target_classes=LAYOUT.all_block_classes,
     entry_point="lr_weights.hunyuan_image",
     training_script="hunyuan_image_train_network.py",
+    upstream_module="networks.lora_hunyuan_image",
     dit=LAYOUT,
     models=(MODEL,),
 )

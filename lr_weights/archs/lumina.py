@@ -147,6 +147,7 @@ def lumina_architecture(num_layers: int = LUMINA2_LAYERS) -> Architecture:
         text_encoder_target_classes=("Gemma2Attention", "Gemma2FlashAttention2", "Gemma2SdpaAttention", "Gemma2MLP"),
         entry_point="lr_weights.lumina",
         training_script="lumina_train_network.py",
+        upstream_module="networks.lora_lumina",
         dit=LAYOUT,
         models=(MODEL,) if num_layers == LUMINA2_LAYERS else (),
     )

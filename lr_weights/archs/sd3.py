@@ -144,6 +144,7 @@ def sd3_architecture(num_joint: int = MEDIUM_JOINT_BLOCKS) -> Architecture:
         text_encoder_class_pattern=CLIP_ATTENTION,
         entry_point="lr_weights.sd3",
         training_script="sd3_train_network.py",
+        upstream_module="networks.lora_sd3",
         dit=LAYOUT,
         models=(MODELS[num_joint],) if num_joint in MODELS else (),
     )

@@ -40,25 +40,17 @@ EXAMPLES = """examples:
 """
 
 SD_SCRIPTS_DEFAULT_LR = 2e-6  # train_util's --learning_rate default
-_MODULES = {
-    None: "lr_weights.lora",
-    "lr_weights.lora": "lr_weights.lora",
-    "networks.lora": "lr_weights.lora",
-    "lr_weights.dylora": "lr_weights.dylora",
-    "networks.dylora": "lr_weights.dylora",
-    "lr_weights.flux": "lr_weights.flux",
-    "networks.lora_flux": "lr_weights.flux",
-    "lr_weights.anima": "lr_weights.anima",
-    "networks.lora_anima": "lr_weights.anima",
-    "lr_weights.hunyuan_image": "lr_weights.hunyuan_image",
-    "networks.lora_hunyuan_image": "lr_weights.hunyuan_image",
-    "lr_weights.sd3": "lr_weights.sd3",
-    "networks.lora_sd3": "lr_weights.sd3",
-    "lr_weights.lumina": "lr_weights.lumina",
-    "networks.lora_lumina": "lr_weights.lumina",
-    "lr_weights.lycoris": "lr_weights.lycoris",
-    "lycoris.kohya": "lr_weights.lycoris",  # planned as lr_weights.lycoris builds it (no duplicate-name crash)
-}
+def network_modules() -> Dict[Optional[str], str]:
+    """Every --network_module plan takes -> the lr_weights module that plans it: ours, and upstream's
+    as ours (each family's pair is its arch file's data)."""
+    from lr_weights.archs import ARCHITECTURES
+
+    modules: Dict[Optional[str], str] = {None: "lr_weights.lora", "lr_weights.dylora": "lr_weights.dylora", "networks.dylora": "lr_weights.dylora"}
+    for arch in ARCHITECTURES.values():
+        modules[arch.entry_point] = modules[arch.upstream_module] = arch.entry_point
+    # planned as lr_weights.lycoris builds it (no duplicate-name crash)
+    modules["lr_weights.lycoris"] = modules["lycoris.kohya"] = "lr_weights.lycoris"
+    return modules
 
 
 def register(subparsers) -> None:
@@ -195,29 +187,33 @@ def gather(args: argparse.Namespace) -> Tuple[str, str, Dict[str, Any], List[str
         unset = [key for key in ("unet_lr", "text_encoder_lr") if settings.get(key) is None]
         if unset:
             notes.append(f"learning_rate not given: sd-scripts' default {SD_SCRIPTS_DEFAULT_LR:g} applies to {' and '.join(unset)}")
+    return arch, module_for(arch, settings.get("network_module")), settings, notes
+
+
+def module_for(arch: str, module: Optional[str]) -> str:
+    """The lr_weights module that plans `module` for `arch`: a DiT-kind model is trained by its
+    family's entry point only (the default there); the U-Net modules train the SD family."""
     from lr_weights.archs import ARCHITECTURES
     from lr_weights.archs.detect import architecture_of_model
 
-    # A DiT-kind model is trained by its family's entry point only; the U-Net modules train the rest.
-    dit_modules = {a.entry_point for a in ARCHITECTURES.values() if a.kind == "dit"}
+    modules = network_modules()
     family = architecture_of_model(arch)
-    module = settings.get("network_module")
     if module is None and family.kind == "dit":
         module = family.entry_point
     entry_points = {name: a.entry_point for name, a in ARCHITECTURES.items() if a.kind == "dit"}
-    if module not in _MODULES:
+    if module not in modules:
         raise NetworkArgError(
             "network_module", module,
             "lr_weights.lora, lr_weights.dylora or lr_weights.lycoris, or the family's own module for --arch "
             f"{', '.join(entry_points)} ({', '.join(sorted(set(entry_points.values())))}); networks.lora / networks.dylora / "
-            "lycoris.kohya and upstream's networks.lora_flux / lora_sd3 / lora_lumina / lora_anima / lora_hunyuan_image are planned as those",
+            "lycoris.kohya and upstream's " + " / ".join(sorted({a.upstream_module for a in ARCHITECTURES.values() if a.kind == "dit"})) + " are planned as those",
         )
-    if (_MODULES[module] in dit_modules or family.kind == "dit") and _MODULES[module] != family.entry_point:
+    if (modules[module] in entry_points.values() or family.kind == "dit") and modules[module] != family.entry_point:
         raise NetworkArgError(
             "network_module", module,
             f"a module for {arch}: " + ", ".join(f"{m} trains {a} (--arch {a})" for a, m in entry_points.items()) + ", lr_weights.lora / dylora / lycoris the SD family",
         )
-    return arch, _MODULES[module], settings, notes
+    return modules[module]
 
 
 def _safetensors_size(state: Dict[str, Any]) -> int:
