@@ -256,6 +256,16 @@ def trainable_block_lr_weights(arch: Architecture, kwargs: Mapping[str, Any], *,
     return weights
 
 
+def _conv_dim_alpha(args: Mapping[str, Any]) -> Tuple[Optional[int], Optional[float]]:
+    """LoCon's conv_dim / conv_alpha (alpha 1 by default; a lone conv_alpha is ignored, with a warning)."""
+    conv_alpha = None if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
+    if args.get("conv_dim") is not None:
+        return parse_int("conv_dim", args["conv_dim"], minimum=1), DEFAULT_ALPHA if conv_alpha is None else conv_alpha
+    if conv_alpha is not None:
+        logger.warning("conv_alpha=%s is ignored: conv_dim is not given, so k x k convs are not trained.", args["conv_alpha"])
+    return None, None
+
+
 def parse_network_settings(
     arch: Architecture,
     network_dim: Any,
@@ -268,15 +278,7 @@ def parse_network_settings(
     dim = DEFAULT_DIM if network_dim is None else parse_int("network_dim", network_dim, minimum=1)
     alpha = DEFAULT_ALPHA if network_alpha is None else parse_alpha("network_alpha", network_alpha)
 
-    conv_dim = None
-    conv_alpha = None if args.get("conv_alpha") is None else parse_alpha("conv_alpha", args["conv_alpha"])
-    if args.get("conv_dim") is not None:
-        conv_dim = parse_int("conv_dim", args["conv_dim"], minimum=1)
-        conv_alpha = DEFAULT_ALPHA if conv_alpha is None else conv_alpha
-    elif conv_alpha is not None:
-        conv_alpha = None
-        logger.warning("conv_alpha=%s is ignored: conv_dim is not given, so k x k convs are not trained.", args["conv_alpha"])
-
+    conv_dim, conv_alpha = _conv_dim_alpha(args)
     options = parse_training_options(arch, args, neuron_dropout)
     lists = {key: args.get(key) for key in BLOCK_LIST_KEYS}
     if options.block_lr_weights is None and all(v is None for v in lists.values()):
