@@ -211,6 +211,18 @@ class BakeResult:
     unknown: List[str]
 
 
+def _lbw_weight(arch: Architecture, weights, name: str) -> Tuple[float, str]:
+    """(LBW weight, label) of one module: its block's; a text encoder's own (FLUX: CLIP, T5) or
+    BASE; 1.0 and "unknown" for a denoiser module in no block."""
+    if arch.is_denoiser_name(name):
+        block = arch.locate(name)
+        return (1.0, "unknown") if block < 0 else (weights.blocks[block], arch.block_name(block))
+    if len(arch.lbw.text_encoder_labels) > 1:  # LBW weighs each encoder (FLUX: CLIP, T5)
+        label = arch.text_encoder_label(name)
+        return weights.text_encoder(label), label
+    return weights.base, "BASE"
+
+
 def bake(
     path: str,
     output: str,
@@ -242,18 +254,9 @@ def bake(
         iterator = progress(names, len(names), "bake") if progress else names
         for name in iterator:
             _check_complete(path, name, key_set)
-            if arch.is_denoiser_name(name):
-                block = arch.locate(name)
-                if block < 0:
-                    unknown.append(name)
-                    weight, label = 1.0, "unknown"
-                else:
-                    weight, label = weights.blocks[block], arch.block_name(block)
-            elif len(arch.lbw.text_encoder_labels) > 1:  # LBW weighs each encoder (FLUX: CLIP, T5)
-                label = arch.text_encoder_label(name)
-                weight = weights.text_encoder(label)
-            else:
-                weight, label = weights.base, "BASE"
+            weight, label = _lbw_weight(arch, weights, name)
+            if label == "unknown":
+                unknown.append(name)
             scaled[label] = weight
             module_keys = [key for key in _module_keys(name, key_set) if key in key_set]
             up_key = module_keys[1] if len(module_keys) > 1 else None
