@@ -39,8 +39,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
 
-from lr_weights.archs import ANIMA, FLUX, HUNYUAN_IMAGE
-from lr_weights.archs.blocks import SD, SDXL, Architecture
+from lr_weights.archs.blocks import Architecture
+from lr_weights.cli.gui_families import DIT_TYPES, gui_architecture, left_out_by_gui, panel_of
 from lr_weights.errors import NetworkArgError
 from lr_weights.args.lbw import format_number
 
@@ -67,9 +67,6 @@ LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_e
 _DYLORA_ONLY = ("conv_dim", "conv_alpha", "unit")
 _GUI_ALIASES = {"conv_block_dims": "conv_dims", "conv_block_alphas": "conv_alphas"}
 _INT_KEYS = ("conv_dim", "unit", "network_dim")
-# v26's DiT LoRA types: (our module, architecture, training script).
-# GUI LoRA types of the DiT kind -> their family (its entry point and training script are its data).
-DIT_TYPES = {"Flux1": FLUX, "Anima": ANIMA, "HunyuanImage-2.1": HUNYUAN_IMAGE}
 FLUX1_GUI_KEYS = (
     "img_attn_dim",
     "img_mlp_dim",
@@ -131,19 +128,30 @@ def _truthy(value: Any) -> bool:
 def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple[str, List[Tuple[str, str]]]:
     """(network module, [(key, value), ...]) the GUI would build, with lr_weights' module."""
     lora_type = str(gui_value(config, "LoRA_type"))
+    return _network_args(config, lora_type, gui_architecture(config, lora_type, source), source)
+
+
+def _network_args(config: Mapping[str, Any], lora_type: str, arch: Architecture, source: str) -> Tuple[str, List[Tuple[str, str]]]:
     from lr_weights.cli.gui_lycoris import LYCORIS_GUI_TYPES, lycoris_gui_network_args
 
     if lora_type in LYCORIS_GUI_TYPES:
         return "lr_weights.lycoris", lycoris_gui_network_args(config, lora_type, _clean, _truthy)
     if lora_type in DIT_TYPES:
-        return DIT_TYPES[lora_type].entry_point, _dit_network_args(config, lora_type)
+        return arch.entry_point, _dit_network_args(config, lora_type)
     if lora_type not in BLOCK_LR_TYPES:
         raise ValueError(
-            f"{source}: LoRA_type {lora_type!r} has no lr_weights module; block LRs need LoRA_type Standard, Kohya LoCon, "
-            f"Kohya DyLoRA, {', '.join(DIT_TYPES)} or a LyCORIS type ({', '.join(sorted(LYCORIS_GUI_TYPES))}) "
+            f"{source}: LoRA_type {lora_type!r} has no lr_weights module; block LRs need LoRA_type Standard, Kohya LoCon "
+            f"(with sd3_checkbox for SD3), Kohya DyLoRA, {', '.join(DIT_TYPES)} or a LyCORIS type ({', '.join(sorted(LYCORIS_GUI_TYPES))}) "
             "(set it in the GUI's LoRA type, or 'LoRA_type' in the JSON)"
         )
-    module = BLOCK_LR_TYPES[lora_type]
+    pairs = _block_lr_type_args(config, lora_type)
+    if arch.kind == "dit":  # SD3: the GUI passes the same args to networks.lora_sd3, which never reads the SD block panel
+        return arch.entry_point, [(key, value) for key, value in pairs if key not in SD_BLOCK_PANEL]
+    return BLOCK_LR_TYPES[lora_type], pairs
+
+
+def _block_lr_type_args(config: Mapping[str, Any], lora_type: str) -> List[Tuple[str, str]]:
+    """What the GUI builds for Standard, Kohya LoCon and Kohya DyLoRA (see the module docstring)."""
     is_dylora = lora_type == "Kohya DyLoRA"
     pairs: List[Tuple[str, str]] = []
     if lora_type == "Kohya LoCon":
@@ -162,7 +170,7 @@ def gui_network_args(config: Mapping[str, Any], source: str = "config") -> Tuple
     for key in LORAPLUS_KEYS:
         if _truthy(config.get(key, "")):
             pairs.append((key, _clean(key, config[key])))
-    return module, pairs
+    return pairs
 
 
 def _dit_network_args(config: Mapping[str, Any], lora_type: str) -> List[Tuple[str, str]]:
@@ -186,16 +194,28 @@ def _dit_network_args(config: Mapping[str, Any], lora_type: str) -> List[Tuple[s
 
 
 def _dropped_block_panel(config: Mapping[str, Any], lora_type: str, arch: Architecture) -> List[str]:
-    """A note for each SD-shaped block field typed in on a DiT type (the GUI drops them silently)."""
+    """A note naming the SD-shaped block fields typed in for a DiT family, which never reach it."""
     given = [f"{key}={_clean(key, config[key])}" for key in SD_BLOCK_PANEL if _truthy(config.get(key, ""))]
     if not given:
         return []
+    if lora_type in DIT_TYPES:
+        fate = "the GUI drops it, and so does this conversion"
+    else:  # SD3 (Standard / Kohya LoCon with sd3_checkbox): the GUI passes the SD args on
+        fate = f"the GUI passes it to {arch.upstream_module}, which ignores it; this conversion leaves it out"
     ours = ", ".join(arch.lr_weight_keys)
     return [
-        f"the GUI's block panel has {' '.join(given)}, which {lora_type} does not read (the GUI drops it, and so does this "
-        f"conversion: the down/mid/up blocks are SD's U-Net). {arch.title}'s block weights are {ours} (and "
-        f"block_lr_zero_threshold); `lr-weights show --arch {arch.name}` previews them; add them to network_args"
+        f"the GUI's block panel has {' '.join(given)}, which {arch.title} does not read ({fate}: the down/mid/up blocks "
+        f"are SD's U-Net). {arch.title}'s block weights are {ours} (and block_lr_zero_threshold); "
+        f"`lr-weights show --arch {arch.name}` previews them; add them to network_args"
     ]
+
+
+def _dropouts_the_gui_drops(pairs: List[Tuple[str, str]], lora_type: str) -> List[str]:
+    """v26.0.0's train_model passes no rank_dropout / module_dropout for its DiT LoRA types; we do."""
+    given = [f"{key}={value}" for key, value in pairs if key in ("rank_dropout", "module_dropout")]
+    if lora_type not in DIT_TYPES or not given:
+        return []
+    return [f"{' '.join(given)}: the GUI shows these fields for LoRA_type {lora_type} but does not pass them; this conversion passes them as typed"]
 
 
 def _number(key: str, value: Any, source: str, kind=float):
@@ -209,7 +229,7 @@ def _number(key: str, value: Any, source: str, kind=float):
 
 
 # GUI field -> sd-scripts option, and how to carry it over. Kinds: str (non-empty), bool (True),
-# num (always), pos (> 0), int / intpos (whole numbers), args (whitespace-separated list).
+# num (always), pos (> 0), nonzero (!= 0), int / intpos (whole numbers), args (whitespace-separated list).
 _OPTIONS: Tuple[Tuple[str, str, str], ...] = (
     ("pretrained_model_name_or_path", "pretrained_model_name_or_path", "str"),
     ("v2", "v2", "bool"),
@@ -310,7 +330,7 @@ def _carry(table: Dict[str, Any], config: Mapping[str, Any], gui_key: str, optio
             table[option] = number
     else:
         number = _number(gui_key, value, source)
-        if kind == "num" or number > 0:
+        if kind == "num" or number > 0 or (kind == "nonzero" and number != 0):
             table[option] = number
 
 
@@ -323,19 +343,20 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
     """The sd-scripts settings that run `config` with lr_weights (network args not yet validated)."""
     _check_is_gui_config(config, source)
     lora_type = str(gui_value(config, "LoRA_type"))
-    module, pairs = gui_network_args(config, source)
-    sdxl = config.get("sdxl") is True and lora_type not in DIT_TYPES
-    arch = DIT_TYPES[lora_type] if lora_type in DIT_TYPES else SDXL if sdxl else SD
-    notes: List[str] = _dropped_block_panel(config, lora_type, arch) if lora_type in DIT_TYPES else []
-    if lora_type in DIT_TYPES:
+    arch = gui_architecture(config, lora_type, source)
+    module, pairs = _network_args(config, lora_type, arch, source)
+    notes: List[str] = _dropped_block_panel(config, lora_type, arch) if arch.kind == "dit" else []
+    notes += _dropouts_the_gui_drops(pairs, lora_type)
+    panel = panel_of(arch)
+    if arch.kind == "dit" and panel is None:
         notes.append(
             f"{arch.title}'s own model files and options (the GUI's {lora_type} panel: model, VAE / AE and text encoder "
             "paths, timestep and guidance settings) are not carried over: add them to the TOML"
         )
     table: Dict[str, Any] = {}
-    for gui_key, option, kind in _OPTIONS:
+    for gui_key, option, kind in _OPTIONS + (panel or ()):
         _carry(table, config, gui_key, option, kind, source)
-    notes += _training_options(table, config, source, sdxl)
+    notes += _training_options(table, config, source, arch)
     _learning_rates(table, config, source)
     _network_options(table, config, module, pairs, source)
 
@@ -366,7 +387,7 @@ def _check_is_gui_config(config: Any, source: str) -> None:
         )
 
 
-def _training_options(table: Dict[str, Any], config: Mapping[str, Any], source: str, sdxl: bool) -> List[str]:
+def _training_options(table: Dict[str, Any], config: Mapping[str, Any], source: str, arch: Architecture) -> List[str]:
     """The training options the GUI derives rather than passes as they are; returns notes."""
     notes: List[str] = []
     # Training length: the GUI passes max_train_steps when set, else derives steps from epochs.
@@ -381,10 +402,10 @@ def _training_options(table: Dict[str, Any], config: Mapping[str, Any], source: 
         notes.append(f"the GUI warmed up for {config['lr_warmup']}% of the steps; set lr_warmup_steps to that number of steps")
 
     clip_skip = config.get("clip_skip", "")
-    if _truthy(clip_skip) and _number("clip_skip", clip_skip, source, int) > 1:
+    if _truthy(clip_skip) and _number("clip_skip", clip_skip, source, int) > 1 and not left_out_by_gui("clip_skip", arch):
         table["clip_skip"] = _number("clip_skip", clip_skip, source, int)
     max_token_length = config.get("max_token_length", "")
-    if _truthy(max_token_length) and _number("max_token_length", max_token_length, source, int) > 75:
+    if _truthy(max_token_length) and _number("max_token_length", max_token_length, source, int) > 75 and not left_out_by_gui("max_token_length", arch):
         table["max_token_length"] = _number("max_token_length", max_token_length, source, int)
     _noise_and_loss(table, config, source)
     attention = config.get("xformers", "")
@@ -392,7 +413,7 @@ def _training_options(table: Dict[str, Any], config: Mapping[str, Any], source: 
         table["xformers"] = True
     elif attention == "sdpa":
         table["sdpa"] = True
-    if sdxl:
+    if arch.is_sdxl:
         if config.get("sdxl_no_half_vae") is True:
             table["no_half_vae"] = True
         if config.get("sdxl_cache_text_encoder_outputs") is True:
@@ -460,15 +481,27 @@ def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: st
     if lr == te == unet == 0:
         raise NetworkArgError("learning_rate", config.get("learning_rate"), f"a learning rate above 0 (learning_rate, unet_lr or text_encoder_lr in {source})")
     table["learning_rate"] = lr
+    text_encoder_lr = _with_t5xxl_lr(te, config, source)
     if te and unet:
-        table["text_encoder_lr"] = te
+        table["text_encoder_lr"] = text_encoder_lr
         table["unet_lr"] = unet
     elif te:
-        table["text_encoder_lr"] = te
+        table["text_encoder_lr"] = text_encoder_lr
         table["network_train_text_encoder_only"] = True
     elif unet:
         table["unet_lr"] = unet
         table["network_train_unet_only"] = True
+
+
+def _with_t5xxl_lr(te: float, config: Mapping[str, Any], source: str):
+    """The GUI's "T5XXL learning rate" (v26.0.0 train_model L1862-1879): text_encoder_lr becomes
+    [text_encoder_lr, t5xxl_lr] (sd-scripts gives the second to the T5 encoder); refused without a text encoder LR."""
+    t5 = _number("t5xxl_lr", config["t5xxl_lr"], source) if _truthy(config.get("t5xxl_lr", "")) else 0.0
+    if t5 <= 0:
+        return te
+    if not te:
+        raise NetworkArgError("t5xxl_lr", config["t5xxl_lr"], f"0 while text_encoder_lr is 0: the GUI refuses a T5XXL learning rate without a text encoder one (in {source})")
+    return [te, t5]
 
 
 def launch_command(converted: SdScriptsConfig, toml_path: str) -> str:

@@ -141,7 +141,10 @@ def _from_gui(path: str) -> Dict[str, Any]:
     table = converted.table
     settings = {key: table[key] for key in ("network_module", "network_dim", "network_alpha", "network_dropout", "unet_lr", "text_encoder_lr", "learning_rate") if key in table}
     settings["network_args"] = dict(converted.network_args)
-    settings["arch"] = "sdxl" if converted.arch.is_sdxl else ("sd2" if table.get("v2") else "sd1")
+    if converted.arch.kind == "dit":  # SD3's joint-block count is the model's: --model or --arch sd3-large tells large
+        settings["arch"] = converted.arch.name
+    else:
+        settings["arch"] = "sdxl" if converted.arch.is_sdxl else ("sd2" if table.get("v2") else "sd1")
     return settings
 
 
