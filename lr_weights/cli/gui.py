@@ -2,7 +2,8 @@
 
 Reads the JSON the GUI saves, builds network_args the way the GUI does for its LoRA type, switches
 the module to lr_weights' own (Standard, Kohya LoCon -> lr_weights.lora; Kohya DyLoRA ->
-lr_weights.dylora; v26's Flux1, Anima, HunyuanImage-2.1 -> lr_weights.flux / anima / hunyuan_image;
+lr_weights.dylora; v26's Flux1, Anima, HunyuanImage-2.1, Lumina -> lr_weights.flux / anima /
+hunyuan_image / lumina; Standard or Kohya LoCon with the SD3 checkbox -> lr_weights.sd3;
 the LyCORIS types LoCon, LoHa, LoKr, iA3, DyLoRA, GLoRA, Diag-OFT, BOFT and Native Fine-Tuning ->
 lr_weights.lycoris, with the GUI's block fields honoured), and checks every block field with the
 module's own parser before anything runs: what training would refuse is an error, what it would

@@ -21,12 +21,17 @@ v26.0.0 (the same rule in every era, unless noted):
   img_mlp_dim, img_mod_dim, single_dim, txt_attn_dim, txt_mlp_dim, txt_mod_dim, single_mod_dim,
   in_dims, train_double_block_indices, train_single_block_indices (truthy ones, in that order),
   ggpo_beta / ggpo_sigma when train_lora_ggpo, train_blocks=single when split_mode, split_qkv=True,
-  train_t5xxl=True (with flux1_checkbox); "Anima" -> `networks.lora_anima` and "HunyuanImage-2.1"
-  -> `networks.lora_hunyuan_image` with nothing of their own. All three then add rank_dropout /
-  module_dropout when > 0, and the LoRA+ ratios. The GUI shows its SD-shaped block panel
-  (down/mid/up_lr_weight, block_dims, ...) for these types and drops what is typed there; we say so
-  in a note and point to the family's own args. They train with flux_train_network.py,
-  anima_train_network.py and hunyuan_image_train_network.py.
+  train_t5xxl=True (with flux1_checkbox); "Anima" -> `networks.lora_anima`, "HunyuanImage-2.1"
+  -> `networks.lora_hunyuan_image` and "Lumina" -> `networks.lora_lumina` with nothing of their
+  own. All of them then get the LoRA+ ratios. The GUI passes no rank_dropout / module_dropout for
+  them (v26.0.0 L1664-1740); we pass those > 0, as typed, and say so in a note. SD3 is "Standard"
+  or "Kohya LoCon" with the SD3 checkbox: `networks.lora_sd3` with those types' args
+  (lr_weights/cli/gui_families.py). The GUI shows its SD-shaped block panel (down/mid/up_lr_weight,
+  block_dims, ...) for all of these and drops what is typed there (for SD3 it passes it to
+  lora_sd3, which never reads it); we leave it out, say so in a note and point to the family's own
+  args. Each trains with its family's script (flux_train_network.py, anima_train_network.py,
+  hunyuan_image_train_network.py, lumina_train_network.py, sd3_train_network.py); SD3's and
+  Lumina's panels are carried into the TOML (gui_families.py).
 A key missing from a file takes the GUI's default (LoRA_type Standard, network_dim 8,
 network_alpha 1, conv_dim 1, conv_alpha 1, unit 1; block fields "").
 """
@@ -494,7 +499,7 @@ def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: st
 
 
 def _with_t5xxl_lr(te: float, config: Mapping[str, Any], source: str):
-    """The GUI's "T5XXL learning rate" (v26.0.0 train_model L1862-1879): text_encoder_lr becomes
+    """The GUI's "T5XXL learning rate" (v26.0.0 train_model L1862-1876): text_encoder_lr becomes
     [text_encoder_lr, t5xxl_lr] (sd-scripts gives the second to the T5 encoder); refused without a text encoder LR."""
     t5 = _number("t5xxl_lr", config["t5xxl_lr"], source) if _truthy(config.get("t5xxl_lr", "")) else 0.0
     if t5 <= 0:
