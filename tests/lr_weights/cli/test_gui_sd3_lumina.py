@@ -137,3 +137,26 @@ def test_plan_from_an_sd3_gui_config_plans_sd3(cli):
     result, plan = plan_json(cli, "--gui-config", SYNTHETIC / "lumina-blocks-v26.0.0.json")
     assert result.code == 0, result.err
     assert plan["arch"] == "lumina" and plan["network_module"] == "lr_weights.lumina"
+
+
+@pytest.mark.parametrize(
+    "lora_type,checkbox,kept",
+    [
+        ("Standard", "sd3_checkbox", {"clip_skip": 2, "max_token_length": 150}),
+        ("Flux1", "flux1_checkbox", {"clip_skip": 2}),
+        ("Anima", "anima_checkbox", {}),
+        ("HunyuanImage-2.1", "hunyuan_image_checkbox", {}),
+        ("Lumina", "lumina_checkbox", {}),
+    ],
+)
+def test_clip_skip_and_max_token_length_only_where_the_gui_passes_them(tmp_path, lora_type, checkbox, kept):
+    fields = {"LoRA_type": lora_type, checkbox: True, "clip_skip": 2, "max_token_length": "150", "learning_rate": 1e-4, "output_dir": "/out"}
+    table = gui_to_sd_scripts(fields).table
+    assert {key: table[key] for key in ("clip_skip", "max_token_length") if key in table} == kept
+
+
+def test_the_dit_types_dropouts_are_passed_with_a_note(cli, tmp_path):
+    result = cli("gui", config(tmp_path, LoRA_type="Anima", rank_dropout=0.2), "--print-args")
+    assert result.out.split() == ["--network_module=lr_weights.anima", "--network_args", '"rank_dropout=0.2"']
+    result = cli("gui", config(tmp_path, LoRA_type="Anima", rank_dropout=0.2))
+    assert "rank_dropout=0.2: the GUI shows these fields for LoRA_type Anima but does not pass them" in result.err
