@@ -23,8 +23,9 @@ v26.0.0 (the same rule in every era, unless noted):
   ggpo_beta / ggpo_sigma when train_lora_ggpo, train_blocks=single when split_mode, split_qkv=True,
   train_t5xxl=True (with flux1_checkbox); "Anima" -> `networks.lora_anima`, "HunyuanImage-2.1"
   -> `networks.lora_hunyuan_image` and "Lumina" -> `networks.lora_lumina` with nothing of their
-  own. All of them then get the LoRA+ ratios. The GUI passes no rank_dropout / module_dropout for
-  them (v26.0.0 L1664-1740); we pass those > 0, as typed, and say so in a note. SD3 is "Standard"
+  own. All of them then get the LoRA+ ratios. v26.0.0 passes no rank_dropout / module_dropout for
+  them (L1664-1740); the GUI after it does, when > 0 (b1cce441, #3581), and so do we, with a note.
+  SD3 is "Standard"
   or "Kohya LoCon" with the SD3 checkbox: `networks.lora_sd3` with those types' args
   (lr_weights/cli/gui_families.py). The GUI shows its SD-shaped block panel (down/mid/up_lr_weight,
   block_dims, ...) for all of these and drops what is typed there (for SD3 it passes it to
@@ -216,11 +217,15 @@ def _dropped_block_panel(config: Mapping[str, Any], lora_type: str, arch: Archit
 
 
 def _dropouts_the_gui_drops(pairs: List[Tuple[str, str]], lora_type: str) -> List[str]:
-    """v26.0.0's train_model passes no rank_dropout / module_dropout for its DiT LoRA types; we do."""
+    """v26.0.0's train_model passes no rank_dropout / module_dropout for its DiT LoRA types; its main
+    branch since b1cce441 (#3581) does, when > 0, and so do we."""
     given = [f"{key}={value}" for key, value in pairs if key in ("rank_dropout", "module_dropout")]
     if lora_type not in DIT_TYPES or not given:
         return []
-    return [f"{' '.join(given)}: the GUI shows these fields for LoRA_type {lora_type} but does not pass them; this conversion passes them as typed"]
+    return [
+        f"{' '.join(given)}: the GUI v26.0.0 does not pass these for LoRA_type {lora_type}; later GUIs do (kohya_ss b1cce441, "
+        "after v26.0.0), and so does this conversion"
+    ]
 
 
 def _number(key: str, value: Any, source: str, kind=float):
