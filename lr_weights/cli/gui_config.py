@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
 
 from lr_weights.archs.blocks import Architecture
-from lr_weights.cli.gui_families import DIT_TYPES, gui_architecture, left_out_by_gui, panel_of
+from lr_weights.cli.gui_families import DIT_TYPES, Panel, gui_architecture, left_out_by_gui, panel_of, trains_unet_only
 from lr_weights.errors import NetworkArgError
 from lr_weights.args.lbw import format_number
 
@@ -357,17 +357,16 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
     module, pairs = _network_args(config, lora_type, arch, source)
     notes: List[str] = _dropped_block_panel(config, lora_type, arch) if arch.kind == "dit" else []
     notes += _dropouts_the_gui_drops(pairs, lora_type)
-    panel = panel_of(arch)
-    if arch.kind == "dit" and panel is None:
-        notes.append(
-            f"{arch.title}'s own model files and options (the GUI's {lora_type} panel: model, VAE / AE and text encoder "
-            "paths, timestep and guidance settings) are not carried over: add them to the TOML"
-        )
     table: Dict[str, Any] = {}
-    for gui_key, option, kind in _OPTIONS + (panel or ()):
-        _carry(table, config, gui_key, option, kind, source)
+    for gui_key, option, kind in _OPTIONS:
+        if not left_out_by_gui(option, arch):
+            _carry(table, config, gui_key, option, kind, source)
+    panel = panel_of(arch)
+    if panel is not None:
+        notes += _carry_panel(table, config, panel, arch, lora_type, source)
     notes += _training_options(table, config, source, arch)
-    _learning_rates(table, config, source)
+    panel_written = panel is not None and config.get(panel.checkbox) is True
+    _learning_rates(table, config, source, unet_only=panel_written and trains_unet_only(arch))
     _network_options(table, config, module, pairs, source)
 
     accelerate = [f"--num_cpu_threads_per_process={_number('num_cpu_threads_per_process', config.get('num_cpu_threads_per_process', 2), source, int)}"]
@@ -384,6 +383,30 @@ def gui_to_sd_scripts(config: Mapping[str, Any], source: str = "config", sd_scri
     if overriding:
         notes.append(f"additional_parameters sets {', '.join(overriding)}, which overrides the converted setting")
     return SdScriptsConfig(lora_type, arch, script, table, pairs, accelerate, additional, notes)
+
+
+def _carry_panel(table: Dict[str, Any], config: Mapping[str, Any], panel: Panel, arch: Architecture, lora_type: str, source: str) -> List[str]:
+    """The family panel's fields as train_model writes them (gui_families.Panel); returns notes."""
+    if config.get(panel.checkbox) is not True:
+        return [
+            f"LoRA_type {lora_type} without {panel.checkbox}: the GUI then runs train_network.py and writes none of {arch.title}'s "
+            f"panel (model files, flow and caching settings); this conversion runs {arch.training_script} and carries none of it "
+            f"either: check the {arch.title} model checkbox in the GUI and save the config again, or add them to the TOML"
+        ]
+    written: Dict[str, Any] = {}
+    for field in panel.fields:
+        if (field.when and not _truthy(config.get(field.when, ""))) or (field.unless and config.get(field.gui) == field.unless):
+            continue
+        table.pop(field.option, None)  # the panel's value replaces the general field's (Anima's and HunyuanImage's vae)
+        _carry(written, config, field.gui, field.option, field.kind, source)
+    table.update((option, value) for option, value in written.items() if option not in panel.unread)
+    unread = [f"{option}={str(value).lower() if isinstance(value, bool) else value}" for option, value in written.items() if option in panel.unread]
+    if not unread:
+        return []
+    return [
+        f"the GUI also writes {' '.join(unread)}, which {arch.training_script} (sd-scripts 48d368fa) has no option for: "
+        "sd-scripts would ignore it without a word; left out (add it to the TOML if your sd-scripts has it)"
+    ]
 
 
 def _check_is_gui_config(config: Any, source: str) -> None:
@@ -483,8 +506,9 @@ def overridden_settings(additional: List[str], table: Mapping[str, Any]) -> List
     return differing
 
 
-def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: str) -> None:
-    """The GUI's rule: both LRs set -> both; one set -> that one and train only that part; none -> learning_rate."""
+def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: str, unet_only: bool = False) -> None:
+    """The GUI's rule: both LRs set -> both; one set -> that one and train only that part; none -> learning_rate.
+    unet_only (HunyuanImage-2.1): the GUI writes network_train_unet_only whatever the LRs (L1903-1909)."""
     lr = _number("learning_rate", config.get("learning_rate", 0) or 0, source)
     te = _number("text_encoder_lr", config.get("text_encoder_lr", 0) or 0, source) if "text_encoder_lr" in config else 0.0
     unet = _number("unet_lr", config.get("unet_lr", 0) or 0, source) if "unet_lr" in config else 0.0
@@ -492,15 +516,14 @@ def _learning_rates(table: Dict[str, Any], config: Mapping[str, Any], source: st
         raise NetworkArgError("learning_rate", config.get("learning_rate"), f"a learning rate above 0 (learning_rate, unet_lr or text_encoder_lr in {source})")
     table["learning_rate"] = lr
     text_encoder_lr = _with_t5xxl_lr(te, config, source)
-    if te and unet:
+    if te:
         table["text_encoder_lr"] = text_encoder_lr
+    if unet:
         table["unet_lr"] = unet
-    elif te:
-        table["text_encoder_lr"] = text_encoder_lr
-        table["network_train_text_encoder_only"] = True
-    elif unet:
-        table["unet_lr"] = unet
+    if unet_only or (unet and not te):
         table["network_train_unet_only"] = True
+    elif te and not unet:
+        table["network_train_text_encoder_only"] = True
 
 
 def _with_t5xxl_lr(te: float, config: Mapping[str, Any], source: str):

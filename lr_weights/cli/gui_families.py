@@ -20,7 +20,7 @@ Read from bmaltais/kohya_ss v26.0.0 (486c00f0) `kohya_gui/lora_gui.py` train_mod
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
 from lr_weights.archs import ANIMA, FLUX, HUNYUAN_IMAGE, LUMINA, SD, SD3, SDXL
 from lr_weights.archs.base import Architecture
@@ -29,56 +29,179 @@ from lr_weights.archs.base import Architecture
 DIT_TYPES = {"Flux1": FLUX, "Anima": ANIMA, "HunyuanImage-2.1": HUNYUAN_IMAGE, "Lumina": LUMINA}
 MODEL_CHECKBOXES = ("sdxl", "sd3_checkbox", "flux1_checkbox", "hunyuan_image_checkbox", "anima_checkbox", "lumina_checkbox")
 SD3_LORA_TYPES = ("Standard", "Kohya LoCon")  # the types train_model gives networks.lora_sd3
+# LoRA type -> its model checkbox, where train_model refuses either without the other (L1304-1320)
+PAIRED_CHECKBOXES = {"Anima": "anima_checkbox", "Lumina": "lumina_checkbox"}
+# model checkbox -> the LoRA type of ours it trains (train_model refuses the Flux.1 checkbox with a
+# type other than Flux1, Flux1 OFT or LyCORIS, L1280-1291; with the HunyuanImage checkbox it would run
+# hunyuan_image_train_network.py with another type's module). LyCORIS types are gui_lycoris' matter.
+CHECKBOX_TYPES = {"flux1_checkbox": "Flux1", "hunyuan_image_checkbox": "HunyuanImage-2.1"}
 
-# A family's GUI panel: (GUI field, sd-scripts option, kind). Kinds as gui_config's _OPTIONS:
-# str (non-empty), bool (True), intpos (whole number > 0), nonzero (a number other than 0: the
-# GUI's TOML drops 0, and sd-scripts' default for each of these is 0 or the GUI's own).
-SD3_PANEL: Tuple[Tuple[str, str, str], ...] = (
-    ("sd3_clip_l", "clip_l", "str"),
-    ("clip_g", "clip_g", "str"),
-    ("sd3_t5xxl", "t5xxl", "str"),
-    ("sd3_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
-    ("sd3_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
-    ("sd3_clip_l_dropout_rate", "clip_l_dropout_rate", "nonzero"),
-    ("clip_g_dropout_rate", "clip_g_dropout_rate", "nonzero"),
-    ("sd3_t5_dropout_rate", "t5_dropout_rate", "nonzero"),
-    ("sd3_disable_mmap_load_safetensors", "disable_mmap_load_safetensors", "bool"),
-    ("sd3_enable_scaled_pos_embed", "enable_scaled_pos_embed", "bool"),
-    ("sd3_fused_backward_pass", "fused_backward_pass", "bool"),
-    ("logit_mean", "logit_mean", "nonzero"),
-    ("logit_std", "logit_std", "nonzero"),
-    ("mode_scale", "mode_scale", "nonzero"),
-    ("pos_emb_random_crop_rate", "pos_emb_random_crop_rate", "nonzero"),
-    ("save_clip", "save_clip", "bool"),
-    ("save_t5xxl", "save_t5xxl", "bool"),
-    ("t5xxl_device", "t5xxl_device", "str"),
-    ("t5xxl_dtype", "t5xxl_dtype", "str"),
-    ("sd3_text_encoder_batch_size", "text_encoder_batch_size", "intpos"),
-    ("weighting_scheme", "weighting_scheme", "str"),
-    ("blocks_to_swap", "blocks_to_swap", "intpos"),
+
+class PanelField(NamedTuple):
+    """One field of a family's GUI panel and the sd-scripts option train_model writes it as.
+
+    kind is as gui_config's _OPTIONS: str (non-empty), bool (True), intpos (whole number > 0),
+    nonzero (a number other than 0: the GUI's TOML drops 0). when: another GUI field that must be
+    set for train_model to write this one; unless: a value it leaves out besides "", false and 0."""
+
+    gui: str
+    option: str
+    kind: str
+    when: str = ""
+    unless: str = ""
+
+
+class Panel(NamedTuple):
+    """A family's GUI panel: written only with `checkbox` checked (train_model gates every field on
+    it); `unread` are the options it writes that sd-scripts' training script has no argument for
+    (argparse of flux/anima/sd3/lumina_train_network.py at sd-scripts 48d368fa): sd-scripts reads a
+    --config_file key it does not know without a word and ignores it, so they are left out with a note."""
+
+    checkbox: str
+    fields: Tuple[PanelField, ...]
+    unread: Tuple[str, ...] = ()
+
+
+# show_timesteps: plot the sampled timesteps and exit without training (class_advanced_training.py);
+# train_model writes it for Flux.1, SD3, Anima and Lumina, the resolution only with it (L2197-2208).
+SHOW_TIMESTEPS = (
+    PanelField("show_timesteps", "show_timesteps", "str"),
+    PanelField("show_timesteps_resolution", "show_timesteps_resolution", "str", when="show_timesteps"),
 )
-LUMINA_PANEL: Tuple[Tuple[str, str, str], ...] = (
-    ("lumina_gemma2", "gemma2", "str"),
-    ("lumina_ae", "ae", "str"),
-    ("lumina_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
-    ("lumina_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
-    ("lumina_discrete_flow_shift", "discrete_flow_shift", "nonzero"),
-    ("lumina_model_prediction_type", "model_prediction_type", "str"),
-    ("lumina_timestep_sampling", "timestep_sampling", "str"),
-    ("lumina_sigmoid_scale", "sigmoid_scale", "nonzero"),
-    ("lumina_gemma2_max_token_length", "gemma2_max_token_length", "intpos"),
-    ("lumina_system_prompt", "system_prompt", "str"),
-    ("lumina_use_flash_attn", "use_flash_attn", "bool"),
-    ("lumina_use_sage_attn", "use_sage_attn", "bool"),
-    ("blocks_to_swap", "blocks_to_swap", "intpos"),
-)
-# entry point -> its panel; a family not here has its model files and options left to the user.
-PANELS = {SD3.entry_point: SD3_PANEL, LUMINA.entry_point: LUMINA_PANEL}
-# SD options the GUI leaves out of the TOML for these families (entry points).
+SD3_PANEL = Panel("sd3_checkbox", (
+    PanelField("sd3_clip_l", "clip_l", "str"),
+    PanelField("clip_g", "clip_g", "str"),
+    PanelField("sd3_t5xxl", "t5xxl", "str"),
+    PanelField("sd3_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
+    PanelField("sd3_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
+    PanelField("sd3_clip_l_dropout_rate", "clip_l_dropout_rate", "nonzero"),
+    PanelField("clip_g_dropout_rate", "clip_g_dropout_rate", "nonzero"),
+    PanelField("sd3_t5_dropout_rate", "t5_dropout_rate", "nonzero"),
+    PanelField("sd3_disable_mmap_load_safetensors", "disable_mmap_load_safetensors", "bool"),
+    PanelField("sd3_enable_scaled_pos_embed", "enable_scaled_pos_embed", "bool"),
+    PanelField("sd3_fused_backward_pass", "fused_backward_pass", "bool"),
+    PanelField("logit_mean", "logit_mean", "nonzero"),
+    PanelField("logit_std", "logit_std", "nonzero"),
+    PanelField("mode_scale", "mode_scale", "nonzero"),
+    PanelField("pos_emb_random_crop_rate", "pos_emb_random_crop_rate", "nonzero"),
+    PanelField("save_clip", "save_clip", "bool"),
+    PanelField("save_t5xxl", "save_t5xxl", "bool"),
+    PanelField("t5xxl_device", "t5xxl_device", "str"),
+    PanelField("t5xxl_dtype", "t5xxl_dtype", "str"),
+    PanelField("sd3_text_encoder_batch_size", "text_encoder_batch_size", "intpos"),
+    PanelField("weighting_scheme", "weighting_scheme", "str"),
+    PanelField("blocks_to_swap", "blocks_to_swap", "intpos"),
+) + SHOW_TIMESTEPS, unread=("show_timesteps", "show_timesteps_resolution"))
+LUMINA_PANEL = Panel("lumina_checkbox", (
+    PanelField("lumina_gemma2", "gemma2", "str"),
+    PanelField("lumina_ae", "ae", "str"),
+    PanelField("lumina_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
+    PanelField("lumina_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
+    PanelField("lumina_discrete_flow_shift", "discrete_flow_shift", "nonzero"),
+    PanelField("lumina_model_prediction_type", "model_prediction_type", "str"),
+    PanelField("lumina_timestep_sampling", "timestep_sampling", "str"),
+    PanelField("lumina_sigmoid_scale", "sigmoid_scale", "nonzero"),
+    PanelField("lumina_gemma2_max_token_length", "gemma2_max_token_length", "intpos"),
+    PanelField("lumina_system_prompt", "system_prompt", "str"),
+    PanelField("lumina_use_flash_attn", "use_flash_attn", "bool"),
+    PanelField("lumina_use_sage_attn", "use_sage_attn", "bool"),
+    PanelField("blocks_to_swap", "blocks_to_swap", "intpos"),
+) + SHOW_TIMESTEPS, unread=("show_timesteps", "show_timesteps_resolution"))
+# Flux.1 (class_flux1.py; train_model L1911-1927, L1944-1966, L1990, L2171-2208, L2212-2250). The network
+# args of the panel (img_attn_dim ..., split_mode's train_blocks=single, split_qkv, train_t5xxl) are
+# gui_config's. single/double_blocks_to_swap are the panel's deprecated sliders; mem_eff_save is
+# flux_train.py's (full fine-tuning), not flux_train_network.py's.
+FLUX_PANEL = Panel("flux1_checkbox", (
+    PanelField("ae", "ae", "str"),
+    PanelField("clip_l", "clip_l", "str"),
+    PanelField("t5xxl", "t5xxl", "str"),
+    PanelField("flux1_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
+    PanelField("flux1_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
+    PanelField("fp8_base_unet", "fp8_base_unet", "bool"),
+    PanelField("discrete_flow_shift", "discrete_flow_shift", "nonzero"),
+    PanelField("model_prediction_type", "model_prediction_type", "str"),
+    PanelField("timestep_sampling", "timestep_sampling", "str"),
+    PanelField("split_mode", "split_mode", "bool"),
+    PanelField("t5xxl_max_token_length", "t5xxl_max_token_length", "intpos"),
+    PanelField("guidance_scale", "guidance_scale", "nonzero"),
+    PanelField("apply_t5_attn_mask", "apply_t5_attn_mask", "bool"),
+    PanelField("cpu_offload_checkpointing", "cpu_offload_checkpointing", "bool"),
+    PanelField("blocks_to_swap", "blocks_to_swap", "intpos"),
+    PanelField("mem_eff_save", "mem_eff_save", "bool"),
+    PanelField("single_blocks_to_swap", "single_blocks_to_swap", "intpos"),
+    PanelField("double_blocks_to_swap", "double_blocks_to_swap", "intpos"),
+) + SHOW_TIMESTEPS, unread=("mem_eff_save", "single_blocks_to_swap", "double_blocks_to_swap", "show_timesteps", "show_timesteps_resolution"))
+# Anima (class_anima.py; train_model L2212-2345). Its VAE replaces the SD panel's vae (L1929-2138);
+# attn_mode "torch" (the default) is left out; the per-block compile settings only with compile.
+# qwen_image_vae_2d and the compile settings came to sd-scripts after 48d368fa.
+ANIMA_PANEL = Panel("anima_checkbox", (
+    PanelField("anima_qwen3", "qwen3", "str"),
+    PanelField("anima_vae", "vae", "str"),
+    PanelField("anima_llm_adapter_path", "llm_adapter_path", "str"),
+    PanelField("anima_t5_tokenizer_path", "t5_tokenizer_path", "str"),
+    PanelField("anima_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
+    PanelField("anima_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
+    PanelField("anima_discrete_flow_shift", "discrete_flow_shift", "nonzero"),
+    PanelField("anima_timestep_sampling", "timestep_sampling", "str"),
+    PanelField("anima_sigmoid_scale", "sigmoid_scale", "nonzero"),
+    PanelField("anima_qwen3_max_token_length", "qwen3_max_token_length", "intpos"),
+    PanelField("anima_t5_max_token_length", "t5_max_token_length", "intpos"),
+    PanelField("anima_attn_mode", "attn_mode", "str", unless="torch"),
+    PanelField("anima_split_attn", "split_attn", "bool"),
+    PanelField("anima_vae_chunk_size", "vae_chunk_size", "intpos"),
+    PanelField("anima_vae_disable_cache", "vae_disable_cache", "bool"),
+    PanelField("anima_unsloth_offload_checkpointing", "unsloth_offload_checkpointing", "bool"),
+    PanelField("anima_qwen_image_vae_2d", "qwen_image_vae_2d", "bool"),
+    PanelField("anima_compile", "compile", "bool"),
+    PanelField("anima_torch_compile", "torch_compile", "bool"),
+    PanelField("anima_compile_backend", "compile_backend", "str", when="anima_compile"),
+    PanelField("anima_compile_mode", "compile_mode", "str", when="anima_compile"),
+    PanelField("anima_compile_dynamic", "compile_dynamic", "str", when="anima_compile", unless="auto"),
+    PanelField("anima_compile_fullgraph", "compile_fullgraph", "bool", when="anima_compile"),
+    PanelField("anima_compile_cache_size_limit", "compile_cache_size_limit", "intpos", when="anima_compile"),
+    PanelField("blocks_to_swap", "blocks_to_swap", "intpos"),
+) + SHOW_TIMESTEPS, unread=(
+    "qwen_image_vae_2d", "compile", "compile_backend", "compile_mode", "compile_dynamic", "compile_fullgraph", "compile_cache_size_limit",
+    "show_timesteps", "show_timesteps_resolution",
+))
+# HunyuanImage-2.1 (class_hunyuan_image.py; train_model L2210-2290). Its VAE replaces the SD
+# panel's vae; attn_mode is written whatever it is; no show_timesteps.
+HUNYUAN_IMAGE_PANEL = Panel("hunyuan_image_checkbox", (
+    PanelField("hunyuan_text_encoder", "text_encoder", "str"),
+    PanelField("hunyuan_byt5", "byt5", "str"),
+    PanelField("hunyuan_vae", "vae", "str"),
+    PanelField("hunyuan_image_cache_text_encoder_outputs", "cache_text_encoder_outputs", "bool"),
+    PanelField("hunyuan_image_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk", "bool"),
+    PanelField("hunyuan_discrete_flow_shift", "discrete_flow_shift", "nonzero"),
+    PanelField("hunyuan_model_prediction_type", "model_prediction_type", "str"),
+    PanelField("hunyuan_timestep_sampling", "timestep_sampling", "str"),
+    PanelField("hunyuan_sigmoid_scale", "sigmoid_scale", "nonzero"),
+    PanelField("hunyuan_attn_mode", "attn_mode", "str"),
+    PanelField("hunyuan_split_attn", "split_attn", "bool"),
+    PanelField("hunyuan_fp8_scaled", "fp8_scaled", "bool"),
+    PanelField("hunyuan_fp8_vl", "fp8_vl", "bool"),
+    PanelField("hunyuan_text_encoder_cpu", "text_encoder_cpu", "bool"),
+    PanelField("hunyuan_vae_chunk_size", "vae_chunk_size", "intpos"),
+    PanelField("blocks_to_swap", "blocks_to_swap", "intpos"),
+))
+# entry point -> its panel.
+PANELS = {
+    SD3.entry_point: SD3_PANEL,
+    LUMINA.entry_point: LUMINA_PANEL,
+    FLUX.entry_point: FLUX_PANEL,
+    ANIMA.entry_point: ANIMA_PANEL,
+    HUNYUAN_IMAGE.entry_point: HUNYUAN_IMAGE_PANEL,
+}
+# SD options the GUI leaves out of the TOML for these families (entry points): clip_skip and
+# max_token_length (L1972, L2030), v2 for HunyuanImage (L2135).
 LEFT_OUT = {
     "clip_skip": (HUNYUAN_IMAGE.entry_point, ANIMA.entry_point, LUMINA.entry_point),
     "max_token_length": (FLUX.entry_point, HUNYUAN_IMAGE.entry_point, ANIMA.entry_point, LUMINA.entry_point),
+    "v2": (HUNYUAN_IMAGE.entry_point,),
 }
+# Families the GUI always trains without text encoder LoRA: network_train_unet_only, never
+# network_train_text_encoder_only, whatever the LRs (L1903-1909).
+UNET_ONLY = (HUNYUAN_IMAGE.entry_point,)
 
 
 def gui_architecture(config: Mapping[str, Any], lora_type: str, source: str) -> Architecture:
@@ -89,12 +212,22 @@ def gui_architecture(config: Mapping[str, Any], lora_type: str, source: str) -> 
             f"{source}: {' and '.join(f'{key}=true' for key in checked)}: the GUI lets one model checkbox be checked "
             "(SDXL, SD3, Flux.1, HunyuanImage-2.1, Anima or Lumina); keep the one of the model you train"
         )
-    lumina = config.get("lumina_checkbox") is True
-    if lumina != (lora_type == "Lumina"):
-        raise ValueError(
-            f"{source}: LoRA_type {lora_type!r} with lumina_checkbox={'true' if lumina else 'false'}: the GUI trains Lumina "
-            "only with both (LoRA type 'Lumina' and the Lumina model checkbox) and refuses either alone; set both or neither"
-        )
+    for paired_type, checkbox in PAIRED_CHECKBOXES.items():
+        checked_box = config.get(checkbox) is True
+        if checked_box != (lora_type == paired_type):
+            also = " (Anima also takes the native Kohya LoHa / LoKr, which lr_weights does not stand for)" if paired_type == "Anima" else ""
+            raise ValueError(
+                f"{source}: LoRA_type {lora_type!r} with {checkbox}={'true' if checked_box else 'false'}: the GUI trains {paired_type} "
+                f"only with both (LoRA type {paired_type!r} and the {paired_type} model checkbox) and refuses either alone{also}; "
+                "set both or neither"
+            )
+    for checkbox, family_type in CHECKBOX_TYPES.items():
+        if config.get(checkbox) is True and lora_type != family_type and "LyCORIS" not in lora_type:
+            family = DIT_TYPES[family_type]
+            raise ValueError(
+                f"{source}: LoRA_type {lora_type!r} with {checkbox}=true: {family.title} trains with {family.entry_point}, which stands "
+                f"for {family.upstream_module}, the module the GUI uses for LoRA_type {family_type!r}; set that"
+            )
     if config.get("sd3_checkbox") is True:
         if lora_type not in SD3_LORA_TYPES:
             raise ValueError(
@@ -107,9 +240,13 @@ def gui_architecture(config: Mapping[str, Any], lora_type: str, source: str) -> 
     return SDXL if config.get("sdxl") is True else SD
 
 
-def panel_of(arch: Architecture) -> Optional[Tuple[Tuple[str, str, str], ...]]:
+def panel_of(arch: Architecture) -> Optional[Panel]:
     return PANELS.get(arch.entry_point)
 
 
 def left_out_by_gui(option: str, arch: Architecture) -> bool:
     return arch.entry_point in LEFT_OUT.get(option, ())
+
+
+def trains_unet_only(arch: Architecture) -> bool:
+    return arch.entry_point in UNET_ONLY

@@ -67,10 +67,11 @@ LYCORIS = {  # LyCORIS types: the GUI's lycoris.kohya args (defaults filled in),
 
 
 def test_every_sample_config_is_covered():
+    from .test_gui_dit_panels import FIXTURES as DIT_PANELS  # Flux.1, Anima, HunyuanImage-2.1: the same
     from .test_gui_sd3_lumina import FIXTURES  # SD3 and Lumina: checked against what the GUI wrote
 
     found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.json")}
-    assert found == set(EXPECTED) | set(LYCORIS) | set(FIXTURES)
+    assert found == set(EXPECTED) | set(LYCORIS) | set(FIXTURES) | set(DIT_PANELS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -33,11 +33,15 @@ def test_flux1_fields_in_the_guis_order(cli, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "lora_type,module,script",
-    [("Anima", "lr_weights.anima", "anima_train_network.py"), ("HunyuanImage-2.1", "lr_weights.hunyuan_image", "hunyuan_image_train_network.py"), ("Flux1", "lr_weights.flux", "flux_train_network.py")],
+    "lora_type,checkbox,module,script",
+    [
+        ("Anima", "anima_checkbox", "lr_weights.anima", "anima_train_network.py"),
+        ("HunyuanImage-2.1", "hunyuan_image_checkbox", "lr_weights.hunyuan_image", "hunyuan_image_train_network.py"),
+        ("Flux1", "flux1_checkbox", "lr_weights.flux", "flux_train_network.py"),
+    ],
 )
-def test_dit_types_get_their_module_script_and_a_note_for_the_sd_block_panel(cli, tmp_path, lora_type, module, script):
-    path = config(tmp_path, LoRA_type=lora_type, down_lr_weight="sine", block_dims="2,2,2", module_dropout=0.25, sdxl=True)
+def test_dit_types_get_their_module_script_and_a_note_for_the_sd_block_panel(cli, tmp_path, lora_type, checkbox, module, script):
+    path = config(tmp_path, LoRA_type=lora_type, down_lr_weight="sine", block_dims="2,2,2", module_dropout=0.25, **{checkbox: True})
     result = cli("gui", path)
     assert result.code == 0, result.err
     assert f'network_module = "{module}"' in result.out and f"{script} --config_file" in result.out
