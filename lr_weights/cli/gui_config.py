@@ -31,8 +31,9 @@ v26.0.0 (the same rule in every era, unless noted):
   block_dims, ...) for all of these and drops what is typed there (for SD3 it passes it to
   lora_sd3, which never reads it); we leave it out, say so in a note and point to the family's own
   args. Each trains with its family's script (flux_train_network.py, anima_train_network.py,
-  hunyuan_image_train_network.py, lumina_train_network.py, sd3_train_network.py); SD3's and
-  Lumina's panels are carried into the TOML (gui_families.py).
+  hunyuan_image_train_network.py, lumina_train_network.py, sd3_train_network.py); each family's
+  panel (model files, flow, caching, offload settings) is carried into the TOML as train_model
+  writes it, less what the training script has no option for (gui_families.py).
 A key missing from a file takes the GUI's default (LoRA_type Standard, network_dim 8,
 network_alpha 1, conv_dim 1, conv_alpha 1, unit 1; block fields "").
 """
@@ -393,6 +394,9 @@ def _carry_panel(table: Dict[str, Any], config: Mapping[str, Any], panel: Panel,
             f"panel (model files, flow and caching settings); this conversion runs {arch.training_script} and carries none of it "
             f"either: check the {arch.title} model checkbox in the GUI and save the config again, or add them to the TOML"
         ]
+    both = [key for key in panel.exclusive if config.get(key) is True]
+    if len(both) > 1:
+        raise ValueError(f"{source}: {' and '.join(f'{key}=true' for key in both)}: the GUI refuses these together; keep one")
     written: Dict[str, Any] = {}
     for field in panel.fields:
         if (field.when and not _truthy(config.get(field.when, ""))) or (field.unless and config.get(field.gui) == field.unless):

@@ -1,7 +1,8 @@
 """Which model family a Kohya GUI LoRA config trains, and what that family's GUI panel passes on.
 
 Read from bmaltais/kohya_ss v26.0.0 (486c00f0) `kohya_gui/lora_gui.py` train_model, with
-`class_sd3.py`, `class_lumina.py` and `class_source_model.py`:
+`class_sd3.py`, `class_lumina.py`, `class_flux1.py`, `class_anima.py`, `class_hunyuan_image.py`,
+`class_advanced_training.py` and `class_source_model.py`:
 - The model checkboxes (sdxl, sd3_checkbox, flux1_checkbox, hunyuan_image_checkbox,
   anima_checkbox, lumina_checkbox) exclude one another: checking one greys out the others
   (class_source_model.py, toggle_checkboxes).
@@ -11,11 +12,17 @@ Read from bmaltais/kohya_ss v26.0.0 (486c00f0) `kohya_gui/lora_gui.py` train_mod
   LoRA+ ratios) and runs sd3_train_network.py (L1591).
 - "Lumina" is a LoRA type that needs the Lumina checkbox, and the checkbox needs the type
   (train_model refuses either alone, L1310-1320): `networks.lora_lumina` (L1740) with nothing but
-  the LoRA+ ratios (L1855), run by lumina_train_network.py (L1597).
-- The panels' fields go into the sd-scripts TOML under sd-scripts' names (L1911-1927, L1944-1966,
-  L2144-2291, below); the TOML then loses every value that is "", False, None or 0 (L2346).
-  For Lumina the GUI also leaves out clip_skip and max_token_length (L1972, L2030), as for Anima
-  and HunyuanImage-2.1 (and max_token_length for Flux1).
+  the LoRA+ ratios (L1855), run by lumina_train_network.py (L1597). "Anima" is the same with the
+  Anima checkbox (L1296-1308; the checkbox also takes the native Kohya LoHa / LoKr).
+- "Flux1" and "HunyuanImage-2.1" are LoRA types; the training script comes from the checkbox
+  (L1586-1601), and so does every field of the family panel: without it the GUI runs
+  train_network.py and writes none of them. The Flux.1 checkbox refuses another type but Flux1 OFT
+  and LyCORIS (L1280-1291).
+- The panels' fields go into the sd-scripts TOML under sd-scripts' names (L1911-1966,
+  L2144-2345, below), each only with its family's checkbox; the TOML then loses every value that
+  is "", False, None or 0 (L2346). For Lumina, Anima and HunyuanImage-2.1 the GUI leaves out
+  clip_skip, and for those and Flux1 max_token_length (L1972, L2030); HunyuanImage also v2, and it
+  trains the DiT only whatever the LRs (L1903-1909).
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class Panel(NamedTuple):
     checkbox: str
     fields: Tuple[PanelField, ...]
     unread: Tuple[str, ...] = ()
+    exclusive: Tuple[str, ...] = ()  # GUI fields train_model refuses together
 
 
 # show_timesteps: plot the sampled timesteps and exit without training (class_advanced_training.py);
@@ -163,7 +171,7 @@ ANIMA_PANEL = Panel("anima_checkbox", (
 ) + SHOW_TIMESTEPS, unread=(
     "qwen_image_vae_2d", "compile", "compile_backend", "compile_mode", "compile_dynamic", "compile_fullgraph", "compile_cache_size_limit",
     "show_timesteps", "show_timesteps_resolution",
-))
+), exclusive=("anima_compile", "anima_torch_compile"))  # per-block and legacy torch compile (L1340)
 # HunyuanImage-2.1 (class_hunyuan_image.py; train_model L2210-2290). Its VAE replaces the SD
 # panel's vae; attn_mode is written whatever it is; no show_timesteps.
 HUNYUAN_IMAGE_PANEL = Panel("hunyuan_image_checkbox", (

@@ -46,7 +46,7 @@ def options():
     [
         "sd3-standard-blocks-v26.0.0.json", "sd3-locon-v26.0.0.json", "lumina-blocks-v26.0.0.json", "flux1-panel-v26.0.0.json",
         "flux1-defaults-v26.0.0.json", "anima-panel-v26.0.0.json", "anima-defaults-v26.0.0.json", "hunyuan-image-panel-v26.0.0.json",
-        "hunyuan-image-te-lr-v26.0.0.json",
+        "hunyuan-image-te-lr-v26.0.0.json", "../v26.0.0/presets-lora-flux1D-adamw8bit-fp8.json",
     ],
 )
 def test_every_converted_option_is_the_scripts(options, name):

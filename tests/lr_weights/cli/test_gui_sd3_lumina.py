@@ -30,14 +30,14 @@ FIXTURES = {
 
 def recorded(name: str):
     """(the training script the GUI ran, the TOML it wrote) for fixture `name`."""
-    path = SYNTHETIC / Path(name).name.replace(".json", ".gui.toml")
+    path = SYNTHETIC.parent / name.replace(".json", ".gui.toml")
     text = path.read_text(encoding="utf-8")
     script = re.match(r"# .*: (\S+\.py) --config_file", text).group(1)
     return script, tomllib.loads(text)
 
 
 def load(name: str):
-    return json.loads((SYNTHETIC / Path(name).name).read_text(encoding="utf-8"))
+    return json.loads((SYNTHETIC.parent / name).read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
