@@ -8,14 +8,12 @@ with the module switched to ours and the differences the conversion states in it
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from lr_weights.cli.gui_config import SD_BLOCK_PANEL, gui_to_sd_scripts
+from lr_weights.cli.gui_config import gui_to_sd_scripts
 from lr_weights.cli.gui_families import ANIMA_PANEL, FLUX_PANEL, HUNYUAN_IMAGE_PANEL
 
-from .test_gui_sd3_lumina import SYNTHETIC, load, recorded
+from .test_gui_sd3_lumina import SYNTHETIC, check_module_script_and_network_args, check_refused, load, recorded
 
 # config -> (our module, the panel, network_args we add that the GUI does not pass, what the GUI
 # writes that the training script has no option for: left out with a note)
@@ -43,20 +41,8 @@ FAMILY_SENSITIVE = (
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_module_script_and_network_args_are_the_guis(cli, tmp_path, name):
-    import tomllib
-
     module, _, added, _ = FIXTURES[name]
-    script, gui = recorded(name)
-    out = tmp_path / "run.toml"
-    result = cli("gui", SYNTHETIC.parent / name, "-o", out)
-    assert result.code == 0, result.err
-    table = tomllib.loads(out.read_text(encoding="utf-8"))
-    converted = gui_to_sd_scripts(load(name))
-    assert table["network_module"] == module and converted.arch.upstream_module == gui["network_module"]
-    assert result.out.strip().endswith(f"{script} --config_file {out}") and converted.script == script
-    kept = [arg for arg in gui.get("network_args", []) if arg.split("=")[0] not in SD_BLOCK_PANEL]
-    assert sorted(table.get("network_args", [])) == sorted(kept + added)
-    assert [arg for arg in table.get("network_args", []) if arg in kept] == kept  # in the GUI's order
+    check_module_script_and_network_args(cli, tmp_path, name, module, added)
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -103,13 +89,6 @@ def test_hunyuan_image_trains_only_the_dit_whatever_the_lrs():
     assert table["text_encoder_lr"] == 5e-5 and "unet_lr" not in table
 
 
-def config(tmp_path, **fields):
-    base = {"network_dim": 16, "network_alpha": 16, "learning_rate": 1e-4, "unet_lr": 1e-4, "output_dir": "/out", "train_data_dir": "/data"}
-    path = tmp_path / "gui.json"
-    path.write_text(json.dumps(dict(base, **fields)), encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize(
     "fields, fragments",
     [
@@ -123,12 +102,7 @@ def config(tmp_path, **fields):
     ],
 )
 def test_what_the_gui_refuses_is_an_error_naming_key_and_value(cli, tmp_path, fields, fragments):
-    out = tmp_path / "out.toml"
-    result = cli("gui", config(tmp_path, **fields), "-o", out)
-    assert result.code == 2 and result.err.startswith("lr-weights gui: error: "), result.err
-    for fragment in fragments:
-        assert fragment in result.err
-    assert not out.exists()
+    check_refused(cli, tmp_path, fields, fragments)
 
 
 @pytest.mark.parametrize("lora_type,checkbox", [("Flux1", "flux1_checkbox"), ("HunyuanImage-2.1", "hunyuan_image_checkbox")])

@@ -40,21 +40,26 @@ def load(name: str):
     return json.loads((SYNTHETIC.parent / name).read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("name", sorted(FIXTURES))
-def test_module_script_and_network_args_are_the_guis(cli, tmp_path, name):
-    module, _, added = FIXTURES[name]
+def check_module_script_and_network_args(cli, tmp_path, name, module, added):
+    """Our TOML for fixture `name` names `module`, the GUI's training script and the GUI's network
+    args less the SD block panel (which no DiT family reads), in its order, plus `added`."""
     script, gui = recorded(name)
     out = tmp_path / "run.toml"
-    result = cli("gui", SYNTHETIC / Path(name).name, "-o", out)
+    result = cli("gui", SYNTHETIC.parent / name, "-o", out)
     assert result.code == 0, result.err
     table = tomllib.loads(out.read_text(encoding="utf-8"))
     converted = gui_to_sd_scripts(load(name))
     assert table["network_module"] == module and converted.arch.upstream_module == gui["network_module"]
     assert result.out.strip().endswith(f"{script} --config_file {out}") and converted.script == script
-    # the GUI's args less the SD block panel (which neither family reads), then what we add
     kept = [arg for arg in gui.get("network_args", []) if arg.split("=")[0] not in SD_BLOCK_PANEL]
     assert sorted(table.get("network_args", [])) == sorted(kept + added)
     assert [arg for arg in table.get("network_args", []) if arg in kept] == kept  # in the GUI's order
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_module_script_and_network_args_are_the_guis(cli, tmp_path, name):
+    module, _, added = FIXTURES[name]
+    check_module_script_and_network_args(cli, tmp_path, name, module, added)
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -117,6 +122,11 @@ def config(tmp_path, **fields):
     ],
 )
 def test_what_the_gui_or_the_module_refuses_is_an_error_naming_key_and_value(cli, tmp_path, fields, fragments):
+    check_refused(cli, tmp_path, fields, fragments)
+
+
+def check_refused(cli, tmp_path, fields, fragments):
+    """`lr-weights gui` on a config of `fields` exits 2 with an error holding every fragment, writing nothing."""
     out = tmp_path / "out.toml"
     result = cli("gui", config(tmp_path, **fields), "-o", out)
     assert result.code == 2 and result.err.startswith("lr-weights gui: error: "), result.err
