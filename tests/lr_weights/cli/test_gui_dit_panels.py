@@ -121,3 +121,10 @@ def test_lycoris_with_the_flux_checkbox_is_left_as_before():
     # the GUI runs LyCORIS on Flux.1 (train_model L1280-1291); that is gui_lycoris' matter, not refused here
     converted = gui_to_sd_scripts({"LoRA_type": "LyCORIS/LoKr", "flux1_checkbox": True, "learning_rate": 1e-4, "output_dir": "/out"})
     assert converted.network_module == "lr_weights.lycoris"
+
+
+@pytest.mark.parametrize("checkbox,lora_type", [("anima_checkbox", "Anima"), ("hunyuan_image_checkbox", "HunyuanImage-2.1")])
+def test_the_family_vae_replaces_the_sd_panels_even_when_empty(checkbox, lora_type):
+    # train_model L1929-1931: vae = anima_vae / hunyuan_vae with the checkbox, so the SD panel's vae is never written
+    fields = {"LoRA_type": lora_type, checkbox: True, "learning_rate": 1e-4, "output_dir": "/out", "vae": "sd_vae.sft", "anima_vae": "", "hunyuan_vae": ""}
+    assert "vae" not in gui_to_sd_scripts(fields).table
