@@ -84,19 +84,26 @@ def models(family: Family, case: str, block: str):
     return [e.requires_grad_(False) if e is not None else None for e in encoders], build_from_skeleton(skeleton, "cpu").requires_grad_(False)
 
 
-def build(module, encoders, dit, dim: int, args: Dict[str, str]):
+def build(module, encoders, dit, dim: int, args: Dict[str, str], device: str):
     with contextlib.redirect_stdout(io.StringIO()):
         network = module.create_network(1.0, dim, dim, None, encoders, dit, **args)
         network.apply_to(encoders, dit, False, True)
+    network.to(device)  # as sd-scripts does (accelerator.prepare): the network follows the model's device
     groups = network.prepare_optimizer_params_with_multiple_te_lrs(None, 1e-4, 1e-4)[0]
     return network, torch.optim.AdamW(groups, lr=1e-4)
 
 
-def sample_for(layer: torch.nn.Module, tokens: int) -> torch.Tensor:
+def sample_for(layer: torch.nn.Module, tokens: int, device: str) -> torch.Tensor:
     if isinstance(layer, torch.nn.Conv2d):
         side = max(layer.kernel_size[0], int(tokens**0.5))
-        return torch.randn(1, layer.in_channels, side, side)
-    return torch.randn(1, tokens, layer.in_features)
+        return torch.randn(1, layer.in_channels, side, side, device=device)
+    return torch.randn(1, tokens, layer.in_features, device=device)
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so a round's time is its kernels' time, not the launches'."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def measure(family_name: str, case: str, block: str, options, upstream) -> List[Sequence[object]]:
@@ -104,10 +111,11 @@ def measure(family_name: str, case: str, block: str, options, upstream) -> List[
     ours = importlib.import_module(f"lr_weights.{family.ours}")
     torch.manual_seed(0)
     encoders, dit = models(family, case, block)
+    dit.to(options.device)
     networks = {}
     for name, module in (("ours", ours), ("upstream", upstream)):
         torch.manual_seed(0)
-        networks[name] = build(module, encoders, dit, options.dim, options.args)
+        networks[name] = build(module, encoders, dit, options.dim, options.args, options.device)
         if name == "ours":  # unpatch the layers (our modules keep the class forward) before upstream patches them
             for lora in networks[name][0].unet_loras:
                 lora.base_layer.__dict__.pop("forward", None)
@@ -117,7 +125,12 @@ def measure(family_name: str, case: str, block: str, options, upstream) -> List[
         raise SystemExit(f"{family_name} {case}: ours adapts {len(layers)} layers, upstream {len(theirs)}, {len(set(layers) ^ theirs)} differ")
     forwards = {name: {m.lora_name: m.forward for m in net.unet_loras} for name, (net, _) in networks.items()}
     torch.manual_seed(1)
-    inputs = {lora_name: sample_for(layer, options.tokens) for lora_name, layer in layers.items()}
+    inputs = {lora_name: sample_for(layer, options.tokens, options.device) for lora_name, layer in layers.items()}
+    autocast = (
+        torch.autocast(options.device.split(":")[0], dtype=torch.bfloat16)
+        if options.autocast == "bf16"
+        else contextlib.nullcontext()
+    )
     configs = ["frozen base", "ours", "upstream"]
 
     def attach(name):
@@ -131,8 +144,10 @@ def measure(family_name: str, case: str, block: str, options, upstream) -> List[
     for round_ in range(options.reps + 1):
         for name in configs[round_ % 3:] + configs[: round_ % 3]:  # rotated: no config always follows the same one
             attach(name)
+            synchronize(options.device)
             start = time.perf_counter()
-            loss = sum(layers[n](x.requires_grad_(name == "frozen base")).square().mean() for n, x in inputs.items())
+            with autocast:
+                loss = sum(layers[n](x.requires_grad_(name == "frozen base")).float().square().mean() for n, x in inputs.items())
             loss.backward()
             if name in networks:
                 networks[name][1].step()
@@ -140,6 +155,7 @@ def measure(family_name: str, case: str, block: str, options, upstream) -> List[
             for x in inputs.values():
                 x.grad = None
                 x.requires_grad_(False)
+            synchronize(options.device)
             if round_:
                 times[name].append(time.perf_counter() - start)
     attach("frozen base")
@@ -161,12 +177,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; GPU rounds are timed after torch.cuda.synchronize")
+    parser.add_argument("--autocast", choices=("none", "bf16"), default="none", help="bf16: autocast as sd-scripts' --mixed_precision bf16")
     options = parser.parse_args()
     options.args = dict(arg.split("=", 1) for arg in options.network_arg)
     threads = setup_threads()
     logging.disable(logging.INFO)
     print(f"machine: {machine()}")
-    print(f"settings: rank {options.dim}, alpha {options.dim}, {options.tokens} tokens, batch 1, fp32, {threads} thread(s), "
+    print(f"settings: rank {options.dim}, alpha {options.dim}, {options.tokens} tokens, batch 1, "
+          f"{'fp32' if options.autocast == 'none' else 'bf16 autocast'} on {options.device}, {threads} thread(s), "
           f"{options.reps} interleaved rounds after 1 warm-up, network args {options.args or 'none'}")
     rows = []
     for family_name in options.family or list(FAMILIES):
