@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from lr_weights.args.lbw import parse_lbw
 from lr_weights.archs import SD, SDXL
 
+from tests.lr_weights.analysis.lora_files import random_lora
 from tests.lr_weights.analysis.models_on_disk import write_diffusers_folder, write_flux_file, write_single_file
 from .conftest import png_size
 
@@ -18,25 +19,6 @@ pytest.importorskip("transformers")
 FAST = ["--timesteps", "2", "--no-progress"]
 SIZES = ["--samples", "2", "--resolution", "64"]
 FAST = FAST + SIZES
-
-
-def random_lora(path, layers, select, rank=2, seed=0, std=0.3):
-    """A hand-written sd-scripts LoRA over the named layers `select` picks (k x k convs as LoCon)."""
-    torch.manual_seed(seed)
-    tensors = {}
-    for name, layer in sorted(layers.items()):
-        if not select(name):
-            continue
-        weight = layer.weight
-        if weight.dim() == 4:
-            tensors[name + ".lora_down.weight"] = torch.randn(rank, weight.shape[1], *weight.shape[2:]) * std
-            tensors[name + ".lora_up.weight"] = torch.randn(weight.shape[0], rank, 1, 1) * std
-        else:
-            tensors[name + ".lora_down.weight"] = torch.randn(rank, weight.shape[1]) * std
-            tensors[name + ".lora_up.weight"] = torch.randn(weight.shape[0], rank) * std
-        tensors[name + ".alpha"] = torch.tensor(float(rank))
-    save_file(tensors, str(path))
-    return path
 
 
 def attention_and_text(name):
