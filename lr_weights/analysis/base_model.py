@@ -228,6 +228,6 @@ def _flux_file(path: str, text: Optional["FluxTextEncoders"] = None) -> Denoiser
         from lr_weights.analysis.flux_text import flux_text_encode, load_clip_l, load_t5xxl, t5_tokens
 
         encoders = (load_clip_l(text.clip_l), load_t5xxl(text.t5xxl))
-        encode = flux_text_encode(encoders[0], encoders[1], text, t5_tokens(config.guidance_embed))
+        encode = flux_text_encode(encoders[0], encoders[1], text, text.t5_tokens or t5_tokens(config.guidance_embed))
         layers = {**clip_layers(encoders[0], "lora_te1"), **named_layers(encoders[1], "lora_te3"), **layers}
     return Denoiser("flux", FLUX, flux, encoders, layers, lambda r: ((r // 16) ** 2, config.in_channels), 1024, 16, True, encode, predict, text is not None)

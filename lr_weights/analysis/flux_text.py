@@ -44,6 +44,7 @@ class FluxTextEncoders:
     t5xxl: str
     clip_tokenizer: object  # transformers tokenizers, loaded from local folders
     t5_tokenizer: object
+    t5_tokens: Optional[int] = None  # --t5xxl-max-token-length; None: sd-scripts' default for the model
 
 
 def _transformers(flag: str, path: str):
@@ -83,6 +84,10 @@ def _check_encoder_files(clip_l: str, t5xxl: str, model_path: str) -> None:
     t5_embedding = next((t5_shapes[k] for k in T5_EMBEDDING_KEYS if k in t5_shapes), None)
     if t5_embedding is None or T5_RELATIVE_BIAS not in t5_shapes:
         raise ValueError(f"--t5xxl {t5xxl} has no shared.weight / {T5_RELATIVE_BIAS}: expected T5-XXL's encoder in transformers' layout (encoder.block.N...), as sd-scripts' t5xxl_fp16.safetensors")
+    for flag, path, shapes in (("--clip-l", clip_l, clip_shapes), ("--t5xxl", t5xxl, t5_shapes)):
+        # ComfyUI's "scaled" fp8 files keep a per-tensor scale beside each weight: read as plain weights they would be wrong.
+        if "scaled_fp8" in shapes or any(k.endswith(".scale_weight") for k in shapes):
+            raise ValueError(f"{flag} {path} is a scaled fp8 file (weights with .scale_weight beside them), which sd-scripts does not read either: expected an fp16/bf16/plain fp8 text encoder")
     widths = _flow_model_widths(model_path)
     if widths is None:
         return
@@ -105,10 +110,13 @@ def _tokenizer(cls, repo: str, tokenizer_dir: Optional[str]):
         raise ValueError(f"no {repo} tokenizer in {where} ({reason}); nothing is downloaded: give --tokenizer-dir DIR holding {folder}/ (sd-scripts' --tokenizer_cache_dir)") from None
 
 
-def parse_flux_text_encoders(model: str, prompts: Sequence[str], clip_l: Optional[str], t5xxl: Optional[str], tokenizer_dir: Optional[str], model_path: str = "the model") -> Optional[FluxTextEncoders]:
+def parse_flux_text_encoders(
+    model: str, prompts: Sequence[str], clip_l: Optional[str], t5xxl: Optional[str], tokenizer_dir: Optional[str], model_path: str = "the model", max_tokens: Optional[str] = None
+) -> Optional[FluxTextEncoders]:
     """FLUX.1's text encoders and tokenizers for `--model` of family `model`, or None (no encoders:
     zero conditioning); every refusal names its flag. Loads the tokenizers only (small)."""
-    given = {flag: value for flag, value in (("--clip-l", clip_l), ("--t5xxl", t5xxl), ("--tokenizer-dir", tokenizer_dir)) if value}
+    flags = (("--clip-l", clip_l), ("--t5xxl", t5xxl), ("--tokenizer-dir", tokenizer_dir), ("--t5xxl-max-token-length", max_tokens))
+    given = {flag: value for flag, value in flags if value}
     if model != "flux":
         if given:
             flag = next(iter(given))
@@ -118,18 +126,22 @@ def parse_flux_text_encoders(model: str, prompts: Sequence[str], clip_l: Optiona
     if prompts and missing:
         raise ValueError(f"--prompt with a FLUX.1 model needs its text encoders: give {' and '.join(f + ' FILE' for f in missing)} (sd-scripts' clip_l.safetensors / t5xxl_fp16.safetensors)")
     if len(missing) == 2:
-        if tokenizer_dir:
-            raise NetworkArgError("--tokenizer-dir", tokenizer_dir, "no --tokenizer-dir without --clip-l and --t5xxl (it holds their tokenizers)")
+        extra = next((flag for flag in ("--tokenizer-dir", "--t5xxl-max-token-length") if flag in given), None)
+        if extra:
+            raise NetworkArgError(extra, given[extra], f"no {extra} without --clip-l and --t5xxl (it is about their input)")
         return None
     if missing:
         present = next(flag for flag in ("--clip-l", "--t5xxl") if flag not in missing)
         raise ValueError(f"{present} needs {missing[0]} too: FLUX.1 conditions on both text encoders (CLIP-L's pooled output and T5-XXL's states)")
     if tokenizer_dir and not os.path.isdir(tokenizer_dir):
         raise NetworkArgError("--tokenizer-dir", tokenizer_dir, "an existing folder (sd-scripts' --tokenizer_cache_dir layout)")
+    from lr_weights.args.scalars import parse_int
+
+    tokens = None if max_tokens is None else parse_int("--t5xxl-max-token-length", max_tokens, minimum=1)
     _check_encoder_files(clip_l, t5xxl, model_path)
     transformers = _transformers("--clip-l", clip_l)
     t5_class = getattr(transformers, "T5TokenizerFast", None) or transformers.T5Tokenizer
-    return FluxTextEncoders(clip_l, t5xxl, _tokenizer(transformers.CLIPTokenizer, CLIP_L_TOKENIZER, tokenizer_dir), _tokenizer(t5_class, T5_TOKENIZER, tokenizer_dir))
+    return FluxTextEncoders(clip_l, t5xxl, _tokenizer(transformers.CLIPTokenizer, CLIP_L_TOKENIZER, tokenizer_dir), _tokenizer(t5_class, T5_TOKENIZER, tokenizer_dir), tokens)
 
 
 # ---- the encoders ----------------------------------------------------------------------------

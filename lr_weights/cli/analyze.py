@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="conditioning text (repeatable; default: the empty prompt); text encoders get their own rows")
     parser.add_argument("--clip-l", default=None, metavar="FILE", help="FLUX.1: CLIP-L text encoder file (sd-scripts' --clip_l); needed with --prompt")
     parser.add_argument("--t5xxl", default=None, metavar="FILE", help="FLUX.1: T5-XXL text encoder file (sd-scripts' --t5xxl); needed with --prompt")
+    parser.add_argument("--t5xxl-max-token-length", default=None, metavar="N", help="FLUX.1: T5 tokens, as trained with sd-scripts' --t5xxl_max_token_length (default: dev 512, schnell 256)")
     parser.add_argument("--tokenizer-dir", default=None, metavar="DIR", help="FLUX.1: folder with openai_clip-vit-large-patch14/ and google_t5-v1_1-xxl/ (sd-scripts' --tokenizer_cache_dir; default: the HF cache, offline)")
     parser.add_argument("--samples", default="16", metavar="N", help="random latents (default 16)")
     parser.add_argument("--timesteps", default="8", metavar="T", help="timesteps spread evenly over the schedule, sample i takes the (i mod T)-th (default 8)")
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"LoRA file not found: {path}")
         check_file(path, model, args.model)
-    flux_text = parse_flux_text_encoders(model, settings.prompts, args.clip_l, args.t5xxl, args.tokenizer_dir, args.model)
+    flux_text = parse_flux_text_encoders(model, settings.prompts, args.clip_l, args.t5xxl, args.tokenizer_dir, args.model, args.t5xxl_max_token_length)
     denoiser = load_denoiser(args.model, device, dtype, model, flux_text)
     check_settings(denoiser, settings, args.model)
     files = [read_deltas(path, denoiser.layers, denoiser.arch, denoiser.model, args.model) for path in args.files]

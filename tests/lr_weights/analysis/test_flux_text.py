@@ -39,23 +39,23 @@ def parse(on_disk, name="dev", prompts=PROMPTS, **flags):
     from lr_weights.analysis.flux_text import parse_flux_text_encoders
 
     root, clip_l, t5xxl, tokenizers, _ = on_disk
-    given = {"clip_l": clip_l, "t5xxl": t5xxl, "tokenizer_dir": tokenizers, **flags}
-    return parse_flux_text_encoders("flux", prompts, given["clip_l"], given["t5xxl"], given["tokenizer_dir"], str(root / f"{name}.safetensors"))
+    given = {"clip_l": clip_l, "t5xxl": t5xxl, "tokenizer_dir": tokenizers, "max_tokens": None, **flags}
+    return parse_flux_text_encoders("flux", prompts, given["clip_l"], given["t5xxl"], given["tokenizer_dir"], str(root / f"{name}.safetensors"), given["max_tokens"])
 
 
-def load(on_disk, name="dev", with_text=True):
+def load(on_disk, name="dev", with_text=True, **flags):
     from lr_weights.analysis.base_model import load_denoiser
 
-    text = parse(on_disk, name) if with_text else None
+    text = parse(on_disk, name, **flags) if with_text else None
     return load_denoiser(str(on_disk[0] / f"{name}.safetensors"), torch.device("cpu"), torch.float32, "flux", text)
 
 
-@pytest.mark.parametrize("name, tokens", [("dev", 512), ("schnell", 256)])
-def test_conditioning_is_t5_states_and_clip_pooled(on_disk, name, tokens):
+@pytest.mark.parametrize("name, flags, tokens", [("dev", {}, 512), ("schnell", {}, 256), ("dev", {"max_tokens": "224"}, 224)])
+def test_conditioning_is_t5_states_and_clip_pooled(on_disk, name, flags, tokens):
     import transformers
 
     _, _, _, tokenizers, (clip, t5) = on_disk
-    denoiser = load(on_disk, name)
+    denoiser = load(on_disk, name, **flags)
     with torch.no_grad():
         cond = denoiser.encode(list(PROMPTS))
         # The oracle: the encoders as built, tokenized as sd-scripts' FluxTokenizeStrategy does.
@@ -131,6 +131,7 @@ def test_text_encoder_modules_without_the_encoders_are_left_out(trained, on_disk
         ({"clip_l": None, "t5xxl": None}, "--prompt with a FLUX.1 model needs its text encoders: give --clip-l FILE and --t5xxl FILE"),
         ({"t5xxl": None}, "give --t5xxl FILE"),
         ({"tokenizer_dir": "nowhere"}, "--tokenizer-dir='nowhere' is not valid: expected an existing folder"),
+        ({"max_tokens": "0"}, "--t5xxl-max-token-length='0' is not valid: expected a whole number >= 1"),
     ],
 )
 def test_refusals_name_the_flag(on_disk, flags, expected):
@@ -155,6 +156,17 @@ def test_encoder_of_another_width(on_disk, tmp_path):
         parse_flux_text_encoders("flux", PROMPTS, clip_l, t5xxl, tokenizers, str(tmp_path / "wider.safetensors"))
 
 
+def test_scaled_fp8_file_is_refused(on_disk, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, clip_l, _, _, _ = on_disk
+    tensors = load_file(clip_l)
+    tensors["text_model.final_layer_norm.scale_weight"] = torch.ones(1)
+    save_file(tensors, str(tmp_path / "scaled.safetensors"))
+    with pytest.raises(ValueError, match="--clip-l .*scaled.safetensors is a scaled fp8 file"):
+        parse(on_disk, clip_l=str(tmp_path / "scaled.safetensors"))
+
+
 def test_flux_flags_with_another_model():
     from lr_weights.analysis.flux_text import parse_flux_text_encoders
 
@@ -162,3 +174,5 @@ def test_flux_flags_with_another_model():
         parse_flux_text_encoders("sd1", (), "c.safetensors", None, None)
     assert parse_flux_text_encoders("sd1", PROMPTS, None, None, None) is None
     assert parse_flux_text_encoders("flux", (), None, None, None) is None  # no prompt: zero conditioning
+    with pytest.raises(NetworkArgError, match="--t5xxl-max-token-length='256' is not valid: expected no --t5xxl-max-token-length without --clip-l and --t5xxl"):
+        parse_flux_text_encoders("flux", (), None, None, None, "flux.safetensors", "256")
