@@ -7,8 +7,10 @@
   sizes read off the tensors); no tokenizer comes with it, so only the empty prompt is encoded
   (its token ids are fixed: BOS, EOS, padding);
 - FLUX.1: the flow model file (BFL names, optionally under model.diffusion_model.) in
-  lr_weights.models.tiny_flux.Flux with FLUX's rotary positions; no text encoders are loaded, and
-  the conditioning is zero text states and a zero pooled vector (stated in the output).
+  lr_weights.models.tiny_flux.Flux with FLUX's rotary positions, plus, when given (always with
+  prompts), CLIP-L and T5-XXL from their own files with their tokenizers from local folders
+  (analysis/flux_text.py, as sd-scripts' --clip_l / --t5xxl / --tokenizer_cache_dir); without
+  them the conditioning is zero text states and a zero pooled vector.
 Which of these a path is comes from its names only (models.reference.model_of_checkpoint), so a
 wrong path fails before anything is loaded.
 """
@@ -18,17 +20,20 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import torch
 
-from lr_weights.analysis.denoiser import Denoiser, named_layers
+from lr_weights.analysis.denoiser import Denoiser, clip_layers, named_layers
 from lr_weights.archs.blocks import FLUX, SD, SDXL
 from lr_weights.errors import NetworkArgError
 
+if TYPE_CHECKING:
+    from lr_weights.analysis.flux_text import FluxTextEncoders
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 BOS, EOS = 49406, 49407  # CLIP's start/end tokens; SD1 and SDXL's first encoder pad with EOS, OpenCLIP ones with 0
-FLUX_TEXT_TOKENS = 256  # schnell's T5 length; dev uses 512, the zero states make it immaterial but for cost
+FLUX_ZERO_TEXT_TOKENS = 256  # zero T5 states (no text encoders given): schnell's length, the cheaper one
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -90,11 +95,12 @@ def _quiet_progress_bars() -> Iterator[None]:
             logging_module.enable_progress_bar()
 
 
-def load_denoiser(path: str, device: torch.device, dtype: torch.dtype, model: str = "") -> Denoiser:
+def load_denoiser(path: str, device: torch.device, dtype: torch.dtype, model: str = "", flux_text: Optional["FluxTextEncoders"] = None) -> Denoiser:
+    """The model at `path`; `flux_text` (flux_text.parse_flux_text_encoders): FLUX.1's text encoders."""
     path = os.fspath(path)
     model = model or model_of_path(path)
     if model == "flux":
-        denoiser = _flux_file(path)
+        denoiser = _flux_file(path, flux_text)
     else:
         with _quiet_progress_bars():
             denoiser = _diffusers_folder(path, model) if os.path.isdir(path) else _single_file(path, model)
@@ -122,8 +128,7 @@ def _sd_denoiser(model: str, unet, encoders: Sequence, tokenize, tokenizes: bool
         prefixes = ("lora_te",)
     layers = dict(unet_layers)
     for prefix, encoder in zip(prefixes, encoders):
-        # sd-scripts names CLIP's layers text_model.encoder...; transformers 5's CLIPTextModel lost that level.
-        layers.update(named_layers(encoder, prefix, None if hasattr(encoder, "text_model") else (lambda p: "text_model." + p)))
+        layers.update(clip_layers(encoder, prefix))
 
     def encode(prompts: Sequence[str]):
         device = unet.conv_in.weight.device
@@ -189,7 +194,7 @@ def _single_file(path: str, model: str) -> Denoiser:
 # ---- FLUX.1 ----------------------------------------------------------------------------------
 
 
-def _flux_file(path: str) -> Denoiser:
+def _flux_file(path: str, text: Optional["FluxTextEncoders"] = None) -> Denoiser:
     from lr_weights.analysis.checkpoint import read_state_dict
     from lr_weights.models.tiny_flux import Flux, flux_config_of_state
 
@@ -204,16 +209,25 @@ def _flux_file(path: str) -> Denoiser:
     flux.eval()
     del state
 
-    def encode(prompts: Sequence[str]):
-        parameter = flux.img_in.weight
-        return {
-            "txt": torch.zeros(len(prompts), FLUX_TEXT_TOKENS, config.context_in_dim, device=parameter.device, dtype=parameter.dtype),
-            "y": torch.zeros(len(prompts), config.vec_in_dim, device=parameter.device, dtype=parameter.dtype),
-        }
-
     def predict(x, t, cond):
         guidance = torch.full_like(t, 3.5) if config.guidance_embed else None
         return flux(x, cond["txt"], t, cond["y"], guidance)
 
     layers = named_layers(flux, "lora_unet")
-    return Denoiser("flux", FLUX, flux, (None, None), layers, lambda r: ((r // 16) ** 2, config.in_channels), 1024, 16, True, encode, predict, False)
+    if text is None:
+        encoders = (None, None)
+
+        def encode(prompts: Sequence[str]):
+            parameter = flux.img_in.weight
+            return {
+                "txt": torch.zeros(len(prompts), FLUX_ZERO_TEXT_TOKENS, config.context_in_dim, device=parameter.device, dtype=parameter.dtype),
+                "y": torch.zeros(len(prompts), config.vec_in_dim, device=parameter.device, dtype=parameter.dtype),
+            }
+
+    else:
+        from lr_weights.analysis.flux_text import flux_text_encode, load_clip_l, load_t5xxl, t5_tokens
+
+        encoders = (load_clip_l(text.clip_l), load_t5xxl(text.t5xxl))
+        encode = flux_text_encode(encoders[0], encoders[1], text, text.t5_tokens or t5_tokens(config.guidance_embed))
+        layers = {**clip_layers(encoders[0], "lora_te1"), **named_layers(encoders[1], "lora_te3"), **layers}
+    return Denoiser("flux", FLUX, flux, encoders, layers, lambda r: ((r // 16) ** 2, config.in_channels), 1024, 16, True, encode, predict, text is not None)

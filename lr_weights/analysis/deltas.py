@@ -38,6 +38,12 @@ class ModuleDelta:
     def is_unet(self) -> bool:
         return self.index >= 0
 
+    @property
+    def loaded(self) -> bool:
+        """False for a module of a text encoder the model was loaded without: named (a row the
+        measure leaves out, as without --prompt), no ΔW (LyCORIS' needs the encoder's weights)."""
+        return self.dense is not None or self.down is not None
+
     def weight(self, device: torch.device) -> torch.Tensor:
         """ΔW in float32 on `device`, the layer's weight shape."""
         if self.dense is not None:
@@ -114,6 +120,13 @@ def _row(name: str, arch: Architecture) -> Tuple[str, int]:
     return arch.text_encoder_label(name), -1
 
 
+def _unloaded_text_encoder(name: str, layers: Mapping[str, nn.Module], arch: Architecture) -> bool:
+    """Whether `name` is a module of a text encoder the model was loaded without (FLUX.1 without
+    --clip-l/--t5xxl): no layer carries its encoder's prefix."""
+    prefix = next((p for p, _ in arch.text_encoder_prefixes if name.startswith(p)), None)
+    return prefix is not None and not any(layer.startswith(prefix) for layer in layers)
+
+
 def _layer(path: str, name: str, layers: Mapping[str, nn.Module], model: str) -> nn.Module:
     layer = layers.get(name)
     if layer is None:
@@ -134,6 +147,9 @@ def _lora_modules(path: str, layers, arch, model: str) -> List[ModuleDelta]:
     _, factors = read_factors(path)
     modules = []
     for f in factors:
+        if _unloaded_text_encoder(f.name, layers, arch):
+            modules.append(ModuleDelta(f.name, *_row(f.name, arch)))
+            continue
         layer = _layer(path, f.name, layers, model)
         rank = f.down.shape[0]
         shape = (f.up.shape[0], f.down.shape[1]) + tuple(f.down.shape[2:])
@@ -152,6 +168,9 @@ def _lycoris_modules(path: str, layers, arch, model: str) -> Tuple[List[ModuleDe
     weights = load_lora_file(path)
     modules = []
     for name in module_names(list(weights)):
+        if _unloaded_text_encoder(name, layers, arch):
+            modules.append(ModuleDelta(name, *_row(name, arch)))
+            continue
         layer = _layer(path, name, layers, model)
         # lycoris-lora reads the base weight (DoRA, IA3, OFT); it gets a float32 CPU copy, never the model's own.
         base = copy.deepcopy(layer).to("cpu", torch.float32)
@@ -173,6 +192,8 @@ def _norms(modules: List[ModuleDelta]) -> Dict[str, float]:
 
     squares: Dict[str, float] = {}
     for m in modules:
+        if not m.loaded:
+            continue
         norm = float(m.dense.norm()) if m.dense is not None else delta_norm(m.down, m.up, m.scale)
         squares[m.row] = squares.get(m.row, 0.0) + norm * norm
     return {row: value ** 0.5 for row, value in squares.items()}

@@ -52,3 +52,9 @@ def named_layers(root: Optional[nn.Module], prefix: str, rename: Optional[Callab
         if path is not None:
             layers[f"{prefix}_{path}".replace(".", "_")] = module
     return layers
+
+
+def clip_layers(encoder: nn.Module, prefix: str) -> Dict[str, nn.Module]:
+    """A transformers CLIP text model's layers under sd-scripts' names (text_model.encoder...):
+    transformers 5's CLIPTextModel lost the text_model level, which the names keep."""
+    return named_layers(encoder, prefix, None if hasattr(encoder, "text_model") else (lambda p: "text_model." + p))

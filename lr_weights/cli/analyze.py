@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   lr-weights analyze v188.safetensors v189.safetensors --model sd_xl_base_1.0.safetensors --device cuda --dtype bf16
   lr-weights analyze my_lora.safetensors --model ./sdxl-diffusers --prompt "a photo of sks dog" --suggest 0.02
   lr-weights analyze flux_lora.safetensors --model flux1-dev.safetensors --device cuda --dtype bf16 --resolution 512 --json
+  lr-weights analyze flux_lora.safetensors --model flux1-dev.safetensors --clip-l clip_l.safetensors --t5xxl t5xxl_fp16.safetensors --tokenizer-dir ./tokenizers --prompt "a photo of sks dog" --device cuda --dtype bf16
 """
 
 
@@ -32,6 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument("files", nargs="+", metavar="LORA.safetensors", help="one or more LoRA / LoCon / DyLoRA / FLUX / LyCORIS files")
     parser.add_argument("--model", required=True, metavar="BASE", help="the base model: a diffusers folder or a single-file SD1/SD2/SDXL checkpoint; FLUX.1: the flow model file")
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="conditioning text (repeatable; default: the empty prompt); text encoders get their own rows")
+    parser.add_argument("--clip-l", default=None, metavar="FILE", help="FLUX.1: CLIP-L text encoder file (sd-scripts' --clip_l); needed with --prompt")
+    parser.add_argument("--t5xxl", default=None, metavar="FILE", help="FLUX.1: T5-XXL text encoder file (sd-scripts' --t5xxl); needed with --prompt")
+    parser.add_argument("--t5xxl-max-token-length", default=None, metavar="N", help="FLUX.1: T5 tokens, as trained with sd-scripts' --t5xxl_max_token_length (default: dev 512, schnell 256)")
+    parser.add_argument("--tokenizer-dir", default=None, metavar="DIR", help="FLUX.1: folder with openai_clip-vit-large-patch14/ and google_t5-v1_1-xxl/ (sd-scripts' --tokenizer_cache_dir; default: the HF cache, offline)")
     parser.add_argument("--samples", default="16", metavar="N", help="random latents (default 16)")
     parser.add_argument("--timesteps", default="8", metavar="T", help="timesteps spread evenly over the schedule, sample i takes the (i mod T)-th (default 8)")
     parser.add_argument("--seed", default="0", help="seed of the latents (default 0)")
@@ -113,6 +118,7 @@ def document(analysis, suggestions) -> dict:
 def run(args: argparse.Namespace) -> int:
     from lr_weights.analysis.base_model import load_denoiser, model_of_path, parse_device, parse_dtype
     from lr_weights.analysis.deltas import check_file, read_deltas
+    from lr_weights.analysis.flux_text import parse_flux_text_encoders
     from lr_weights.analysis.measure import check_settings, measure, parse_settings
     from lr_weights.analysis.suggest import format_suggestion, parse_cutoff, suggest
 
@@ -130,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"LoRA file not found: {path}")
         check_file(path, model, args.model)
-    denoiser = load_denoiser(args.model, device, dtype, model)
+    flux_text = parse_flux_text_encoders(model, settings.prompts, args.clip_l, args.t5xxl, args.tokenizer_dir, args.model, args.t5xxl_max_token_length)
+    denoiser = load_denoiser(args.model, device, dtype, model, flux_text)
     check_settings(denoiser, settings, args.model)
     files = [read_deltas(path, denoiser.layers, denoiser.arch, denoiser.model, args.model) for path in args.files]
     analysis = measure(denoiser, files, settings, None if args.no_progress else _passes, args.model)

@@ -45,3 +45,22 @@ def edit_file(source, target, arch, keep: Optional[Iterable[str]] = None, zero: 
         tensors[key] = value * factor
     save_file(tensors, str(target), read_metadata(str(source)))
     return target
+
+
+def random_lora(path, layers, select, rank=2, seed=0, std=0.3):
+    """A hand-written sd-scripts LoRA over the named layers `select` picks (k x k convs as LoCon)."""
+    torch.manual_seed(seed)
+    tensors = {}
+    for name, layer in sorted(layers.items()):
+        if not select(name):
+            continue
+        weight = layer.weight
+        if weight.dim() == 4:
+            tensors[name + ".lora_down.weight"] = torch.randn(rank, weight.shape[1], *weight.shape[2:]) * std
+            tensors[name + ".lora_up.weight"] = torch.randn(weight.shape[0], rank, 1, 1) * std
+        else:
+            tensors[name + ".lora_down.weight"] = torch.randn(rank, weight.shape[1]) * std
+            tensors[name + ".lora_up.weight"] = torch.randn(weight.shape[0], rank) * std
+        tensors[name + ".alpha"] = torch.tensor(float(rank))
+    save_file(tensors, str(path))
+    return path

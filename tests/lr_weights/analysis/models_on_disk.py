@@ -148,3 +148,49 @@ def write_flux_file(path, config, seed=0, prefix=""):
     encoders, flux = build_tiny_flux(seed, config)
     save_file({prefix + k: v.contiguous() for k, v in flux.state_dict().items()}, str(path))
     return encoders, flux
+
+
+CLIP_L_FOLDER, T5_FOLDER = "openai_clip-vit-large-patch14", "google_t5-v1_1-xxl"  # sd-scripts' --tokenizer_cache_dir names
+
+
+def flux_text_encoder_configs(config, t5_vocab):
+    """(CLIPTextConfig, T5Config) keyword arguments of tiny FLUX.1 text encoders at `config`'s widths
+    (CLIP-L: vec_in_dim, T5: context_in_dim); JSON-able, so sd-scripts' interpreter can build the same."""
+    clip = dict(
+        hidden_size=config.vec_in_dim, intermediate_size=2 * config.vec_in_dim, num_hidden_layers=2, num_attention_heads=1, vocab_size=EOS + 1,
+        max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS,
+    )
+    # 2 heads of half the width: the loader must read both off the tensors (relative bias, q's width).
+    t5 = dict(
+        vocab_size=t5_vocab, d_model=config.context_in_dim, d_kv=config.context_in_dim // 2, d_ff=2 * config.context_in_dim, num_layers=2, num_heads=2,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False, use_cache=False,
+    )
+    return clip, t5
+
+
+def write_flux_text_encoders(folder, config, seed=0, tokenizers=None):
+    """FLUX.1's text encoders at `config`'s widths as sd-scripts takes them: clip_l.safetensors and
+    t5xxl.safetensors (transformers' layout; T5's token embedding stored once, under shared.weight),
+    and, unless `tokenizers` names a folder that has them, their tokenizers in sd-scripts'
+    --tokenizer_cache_dir layout: CLIP's single-character BPE, a small Unigram T5 (tests/e2e/flux_harness).
+    Returns (clip_l path, t5xxl path, tokenizer folder, (clip, t5) as built)."""
+    import transformers
+    from pathlib import Path
+
+    from tests.e2e.flux_harness import build_t5_tokenizer
+
+    folder = Path(folder)
+    if tokenizers is None:
+        tokenizers = folder / "tokenizers"
+        write_tokenizer(tokenizers / CLIP_L_FOLDER)
+        build_t5_tokenizer(tokenizers)
+    t5_vocab = len(transformers.AutoTokenizer.from_pretrained(str(Path(tokenizers) / T5_FOLDER), local_files_only=True))
+    clip_config, t5_config = flux_text_encoder_configs(config, t5_vocab)
+    torch.manual_seed(seed)
+    clip = transformers.CLIPTextModel(transformers.CLIPTextConfig(**clip_config)).eval()
+    t5 = transformers.T5EncoderModel(transformers.T5Config(**t5_config)).eval()
+    clip_path, t5_path = folder / "clip_l.safetensors", folder / "t5xxl.safetensors"
+    save_file({k: v.contiguous() for k, v in hf_state(clip).items() if not k.endswith("position_ids")}, str(clip_path))
+    t5_state = {k: v.contiguous() for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    save_file(t5_state, str(t5_path))
+    return clip_path, t5_path, tokenizers, (clip, t5)

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from lr_weights.args.lbw import parse_lbw
 from lr_weights.archs import SD, SDXL
 
+from tests.lr_weights.analysis.lora_files import random_lora
 from tests.lr_weights.analysis.models_on_disk import write_diffusers_folder, write_flux_file, write_single_file
 from .conftest import png_size
 
@@ -18,25 +19,6 @@ pytest.importorskip("transformers")
 FAST = ["--timesteps", "2", "--no-progress"]
 SIZES = ["--samples", "2", "--resolution", "64"]
 FAST = FAST + SIZES
-
-
-def random_lora(path, layers, select, rank=2, seed=0, std=0.3):
-    """A hand-written sd-scripts LoRA over the named layers `select` picks (k x k convs as LoCon)."""
-    torch.manual_seed(seed)
-    tensors = {}
-    for name, layer in sorted(layers.items()):
-        if not select(name):
-            continue
-        weight = layer.weight
-        if weight.dim() == 4:
-            tensors[name + ".lora_down.weight"] = torch.randn(rank, weight.shape[1], *weight.shape[2:]) * std
-            tensors[name + ".lora_up.weight"] = torch.randn(weight.shape[0], rank, 1, 1) * std
-        else:
-            tensors[name + ".lora_down.weight"] = torch.randn(rank, weight.shape[1]) * std
-            tensors[name + ".lora_up.weight"] = torch.randn(weight.shape[0], rank) * std
-        tensors[name + ".alpha"] = torch.tensor(float(rank))
-    save_file(tensors, str(path))
-    return path
 
 
 def attention_and_text(name):
@@ -275,3 +257,48 @@ def test_sdxl_single_file_and_flux_file(cli, tmp_path):
     lora = random_lora(tmp_path / "flux_lora.safetensors", layers, lambda n: "_blocks_" in n)
     document = analyse_json(cli, lora, "--model", tmp_path / "flux.safetensors")
     assert [row["block"] for row in document["files"][0]["blocks"]] == ["D00", "D01", "S00", "S01"]
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    """A tiny FLUX.1-dev flow model file, its CLIP-L / T5 files and tokenizer folder, and a LoRA over all three."""
+    from lr_weights.analysis.base_model import load_denoiser
+    from lr_weights.analysis.flux_text import parse_flux_text_encoders
+    from lr_weights.models.tiny_flux import FluxConfig
+
+    from tests.lr_weights.analysis.models_on_disk import write_flux_text_encoders
+
+    root = tmp_path_factory.mktemp("flux")
+    config = FluxConfig(depth=2, depth_single=2)
+    model = root / "flux.safetensors"
+    write_flux_file(model, config)
+    clip_l, t5xxl, tokenizers, _ = write_flux_text_encoders(root, config)
+    text = parse_flux_text_encoders("flux", ["x"], str(clip_l), str(t5xxl), str(tokenizers), str(model))
+    layers = load_denoiser(str(model), torch.device("cpu"), torch.float32, "flux", text).layers
+    lora = random_lora(root / "flux_lora.safetensors", layers, lambda n: "_blocks_" in n or n.startswith("lora_te"))
+    return model, lora, ["--clip-l", clip_l, "--t5xxl", t5xxl, "--tokenizer-dir", tokenizers]
+
+
+def test_flux_prompts_give_its_text_encoders_their_rows(cli, flux):
+    model, lora, encoders = flux
+    document = analyse_json(cli, lora, "--model", model, *encoders, "--prompt", "a photo of a cat", "--prompt", "a dog")
+    blocks = document["files"][0]["blocks"]
+    assert [row["block"] for row in blocks] == ["TE1", "TE3", "D00", "D01", "S00", "S01"]
+    assert all(row["share"] > 0 for row in blocks) and not document["files"][0]["notes"]
+    # Without a prompt the text-encoder modules are named in the note, with or without the encoders loaded.
+    for flags in (encoders, []):
+        effect = analyse_json(cli, lora, "--model", model, *flags)["files"][0]
+        assert [row["block"] for row in effect["blocks"]] == ["D00", "D01", "S00", "S01"]
+        assert "(TE1, TE3) are not measured without --prompt" in effect["notes"][0]
+
+
+@pytest.mark.parametrize("given, missing", [([], "--clip-l FILE and --t5xxl FILE"), (["--clip-l", "clip_l.safetensors"], "--t5xxl FILE")])
+def test_flux_prompt_needs_the_text_encoders(cli, flux, no_loading, given, missing):
+    model, lora, _ = flux
+    line = error_line(cli("analyze", lora, "--model", model, "--prompt", "a cat", *given, *FAST))
+    assert f"--prompt with a FLUX.1 model needs its text encoders: give {missing}" in line
+
+
+def test_flux_text_encoders_with_another_model(cli, sd1, no_loading):
+    line = error_line(cli("analyze", sd1[1], "--model", sd1[0], "--t5xxl", "t5xxl.safetensors", *FAST))
+    assert "--t5xxl='t5xxl.safetensors' is not valid: expected no --t5xxl with a SD1 model" in line
