@@ -284,25 +284,7 @@ def block_label(key: str) -> str:
 
 def compare_files(a: str, b: str) -> dict:
     """sd_scripts_harness.compare_files plus the max abs diff per block and per tensor kind."""
-    from safetensors.torch import load_file
-
-    res = sd_harness.compare_files(a, b)
-    ta, tb = load_file(a), load_file(b)
-    by_block: Dict[str, float] = {}
-    by_kind: Dict[str, float] = {}
-    for key in sorted(set(ta) & set(tb)):
-        if ta[key].shape != tb[key].shape:
-            continue
-        diff = float((ta[key].double() - tb[key].double()).abs().max()) if ta[key].numel() else 0.0
-        block = block_label(key)
-        kind = key.split(".", 1)[1]
-        by_block[block] = max(by_block.get(block, 0.0), diff)
-        by_kind[kind] = max(by_kind.get(kind, 0.0), diff)
-    res["max_abs_diff_by_block"] = by_block
-    res["max_abs_diff_by_tensor_kind"] = by_kind
-    res["blocks_in_a"] = sorted({block_label(k) for k in ta})
-    res["blocks_in_b"] = sorted({block_label(k) for k in tb})
-    return res
+    return sd_harness.compare_files_by_block(a, b, block_label)
 
 
 # ---------------------------------------------------------------------------------------------
