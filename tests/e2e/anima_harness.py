@@ -188,56 +188,25 @@ assert_same_files = sd_harness.assert_same_files
 preset_weights = flux_harness.preset_weights
 
 
-class AnimaWorkspace(sd_harness.TinyWorkspace):
+class AnimaWorkspace(sd_harness.RunnerWorkspace):
     """The tiny Anima model files, trained by anima_train_network.py."""
 
     harness = Path(__file__).resolve()
+    runner = RUNNER
+    script = "anima_train_network.py"
+    model_dirname = "model_anima_tiny"
+    last_tokenizer = T5_DIRNAME
+    resolution = RESOLUTION
 
-    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        super().__init__(root, sd_dir)
-        self.model = self.root / "model_anima_tiny"
-
-    def env(self) -> dict:
-        return flux_harness._env(self.sd_dir)
-
-    def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset(T5_DIRNAME)
-        if not (self.model / "tiny_config.json").exists():
-            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
-
-    def train(
-        self,
-        network_module: str,
-        network_args: Sequence[str] = (),
-        out_name: str = "lora",
-        seed: int = 42,
-        steps: int = 3,
-        learning_rate: float = 1e-3,
-        extra_args: Sequence[str] = (),
-    ) -> Path:
-        """Run sd-scripts' anima_train_network.py; return the saved LoRA .safetensors path."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "anima_train_network.py"),
+    def model_args(self) -> List[str]:
+        return [
             "--pretrained_model_name_or_path", str(self.model / DIT_FILE),
             "--qwen3", str(self.model / QWEN3_DIRNAME),
             "--vae", str(self.model / VAE_FILE),
             "--t5_tokenizer_path", str(self.tokenizers / T5_DIRNAME),
             "--qwen3_max_token_length", str(QWEN3_MAX_TOKENS),
             "--t5_max_token_length", str(T5_MAX_TOKENS),
-            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
-            "--unet_lr", repr(learning_rate),
-            "--timestep_sampling", "sigmoid",
-            *extra_args,
         ]
-        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
 
 def _main(argv: List[str]) -> None:

@@ -370,6 +370,23 @@ def _env(sd_dir: Path) -> dict:
     return env
 
 
+def candidate_first_env(sd_dir: Path) -> dict:
+    """_env, but sd-scripts first (its `networks` package), then the caller's PYTHONPATH (a candidate
+    lr_weights checkout wins over this repository), then this repository."""
+    env = _env(sd_dir)
+    user = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(sd_dir), *user, str(REPO_ROOT)])
+    return env
+
+
+def module_origin(module: str, sd_dir: Path) -> Tuple[str, str]:
+    """(the file `module` resolves to for the trainer's interpreter with the trainer's path, or "";
+    the lookup's stderr tail)."""
+    code = f"import importlib.util, sys; s = importlib.util.find_spec({module!r}); print(s.origin if s else '')"
+    out = subprocess.run([sd_python(), "-c", code], env=candidate_first_env(sd_dir), cwd=str(sd_dir), capture_output=True, text=True)
+    return out.stdout.strip(), out.stderr.strip()[-300:]
+
+
 def _run(cmd: List[str], sd_dir: Path, env: dict, log: Optional[Path] = None) -> None:
     """Run `cmd` in the sd-scripts checkout; the output goes to `log`, its tail into the error."""
     proc = subprocess.run(cmd, cwd=str(sd_dir), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -457,6 +474,67 @@ class TinyWorkspace:
         out = self.root / "out" / f"cmp_{Path(a).stem}__{Path(b).stem}.json"
         self.call_harness(["compare", str(a), str(b), str(out)])
         return json.loads(out.read_text())
+
+
+class RunnerWorkspace(TinyWorkspace):
+    """A DiT family's tiny model folder (with its tiny_config.json), trained by the family's unchanged
+    training script through a runner that narrows sd-scripts' fixed configs to tiny_config.json.
+    A family names its runner, script, folder, last-built tokenizer and resolution, and its args."""
+
+    runner: Path
+    script: str
+    model_dirname: str
+    last_tokenizer: str
+    resolution: int
+
+    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
+        super().__init__(root, sd_dir)
+        self.model = self.root / self.model_dirname
+
+    def env(self) -> dict:
+        return candidate_first_env(self.sd_dir)
+
+    def ensure(self) -> None:
+        self.ensure_tokenizers_and_dataset(self.last_tokenizer)
+        if not (self.model / "tiny_config.json").exists():
+            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
+
+    def model_args(self) -> List[str]:
+        """The script's model / encoder / tokenizer arguments."""
+        raise NotImplementedError
+
+    def family_args(self) -> List[str]:
+        """The script's own training arguments (after the common ones)."""
+        return []
+
+    def train(
+        self,
+        network_module: str,
+        network_args: Sequence[str] = (),
+        out_name: str = "lora",
+        seed: int = 42,
+        steps: int = 3,
+        learning_rate: float = 1e-3,
+        extra_args: Sequence[str] = (),
+    ) -> Path:
+        """Run the training script; return the saved LoRA .safetensors path."""
+        self.ensure()
+        out_dir = self.root / "out" / out_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sd_python(),
+            str(self.runner),
+            "--tiny-config",
+            str(self.model / "tiny_config.json"),
+            "--",
+            str(self.sd_dir / self.script),
+            *self.model_args(),
+            *common_train_args(self.dataset, self.resolution, out_dir, out_name, network_module, seed, steps, learning_rate),
+            "--unet_lr", repr(learning_rate),
+            *self.family_args(),
+            *extra_args,
+        ]
+        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
 
 class Workspace(TinyWorkspace):
