@@ -379,12 +379,23 @@ def candidate_first_env(sd_dir: Path) -> dict:
     return env
 
 
-def module_origin(module: str, sd_dir: Path) -> Tuple[str, str]:
-    """(the file `module` resolves to for the trainer's interpreter with the trainer's path, or "";
-    the lookup's stderr tail)."""
+def candidate_origin_or_skip(module: str, sd_dir: Path) -> str:
+    """The file `module` resolves to for the trainer's interpreter with the trainer's path; the
+    calling pytest test is skipped when it is not importable there."""
+    import pytest
+
     code = f"import importlib.util, sys; s = importlib.util.find_spec({module!r}); print(s.origin if s else '')"
     out = subprocess.run([sd_python(), "-c", code], env=candidate_first_env(sd_dir), cwd=str(sd_dir), capture_output=True, text=True)
-    return out.stdout.strip(), out.stderr.strip()[-300:]
+    origin = out.stdout.strip()
+    if not origin:
+        pytest.skip(f"{module} is not importable by {sd_python()} ({out.stderr.strip()[-300:]})")
+    return origin
+
+
+def workdir(tmp_path_factory, name: str) -> Path:
+    """LRW_E2E_WORKDIR (models and outputs reused between sessions) or a fresh pytest folder."""
+    root = os.environ.get("LRW_E2E_WORKDIR")
+    return Path(root) if root else tmp_path_factory.mktemp(name)
 
 
 def _run(cmd: List[str], sd_dir: Path, env: dict, log: Optional[Path] = None) -> None:

@@ -30,7 +30,6 @@ Optional environment:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -77,18 +76,13 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = os.environ.get("LRW_E2E_WORKDIR")
-    root = Path(root) if root else tmp_path_factory.mktemp("anima_e2e")
-    return harness.AnimaWorkspace(root, SD_DIR)
+    return harness.AnimaWorkspace(harness.sd_harness.workdir(tmp_path_factory, "anima_e2e"), SD_DIR)
 
 
 @pytest.fixture(scope="module")
 def candidate_available():
     """The candidate must be importable by the trainer's interpreter with the trainer's path."""
-    origin, err = harness.sd_harness.module_origin(CANDIDATE, SD_DIR)
-    if not origin:
-        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_python()} ({err})")
-    return origin
+    return harness.sd_harness.candidate_origin_or_skip(CANDIDATE, SD_DIR)
 
 
 def test_upstream_is_deterministic(workspace):
