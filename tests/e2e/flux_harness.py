@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -284,25 +283,7 @@ def block_label(key: str) -> str:
 
 def compare_files(a: str, b: str) -> dict:
     """sd_scripts_harness.compare_files plus the max abs diff per block and per tensor kind."""
-    from safetensors.torch import load_file
-
-    res = sd_harness.compare_files(a, b)
-    ta, tb = load_file(a), load_file(b)
-    by_block: Dict[str, float] = {}
-    by_kind: Dict[str, float] = {}
-    for key in sorted(set(ta) & set(tb)):
-        if ta[key].shape != tb[key].shape:
-            continue
-        diff = float((ta[key].double() - tb[key].double()).abs().max()) if ta[key].numel() else 0.0
-        block = block_label(key)
-        kind = key.split(".", 1)[1]
-        by_block[block] = max(by_block.get(block, 0.0), diff)
-        by_kind[kind] = max(by_kind.get(kind, 0.0), diff)
-    res["max_abs_diff_by_block"] = by_block
-    res["max_abs_diff_by_tensor_kind"] = by_kind
-    res["blocks_in_a"] = sorted({block_label(k) for k in ta})
-    res["blocks_in_b"] = sorted({block_label(k) for k in tb})
-    return res
+    return sd_harness.compare_files_by_block(a, b, block_label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,67 +294,31 @@ sd_python = sd_harness.sd_python
 assert_same_files = sd_harness.assert_same_files
 
 
-def _env(sd_dir: Path) -> dict:
-    """sd-scripts first (its `networks` package), then the caller's PYTHONPATH (a candidate
-    lr_weights checkout wins over this repository), then this repository."""
-    env = sd_harness._env(sd_dir)
-    user = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(sd_dir), *user, str(REPO_ROOT)])
-    return env
+_env = sd_harness.candidate_first_env
 
 
-class FluxWorkspace(sd_harness.TinyWorkspace):
+class FluxWorkspace(sd_harness.RunnerWorkspace):
     """The tiny FLUX model files, trained by flux_train_network.py."""
 
     harness = Path(__file__).resolve()
+    runner = RUNNER
+    script = "flux_train_network.py"
+    model_dirname = "model_flux_tiny"
+    last_tokenizer = T5_DIRNAME
+    resolution = RESOLUTION
 
-    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        super().__init__(root, sd_dir)
-        self.model = self.root / "model_flux_tiny"
-
-    def env(self) -> dict:
-        return _env(self.sd_dir)
-
-    def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset(T5_DIRNAME)
-        if not (self.model / "tiny_config.json").exists():
-            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
-
-    def train(
-        self,
-        network_module: str,
-        network_args: Sequence[str] = (),
-        out_name: str = "lora",
-        seed: int = 42,
-        steps: int = 3,
-        learning_rate: float = 1e-3,
-        extra_args: Sequence[str] = (),
-    ) -> Path:
-        """Run sd-scripts' flux_train_network.py; return the saved LoRA .safetensors path."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "flux_train_network.py"),
+    def model_args(self) -> List[str]:
+        return [
             "--pretrained_model_name_or_path", str(self.model / "flux1-tiny-dev.safetensors"),
             "--clip_l", str(self.model / "clip_l.safetensors"),
             "--t5xxl", str(self.model / "t5xxl.safetensors"),
             "--ae", str(self.model / "ae.safetensors"),
             "--tokenizer_cache_dir", str(self.tokenizers),
             "--t5xxl_max_token_length", str(T5_MAX_TOKENS),
-            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
-            "--unet_lr", repr(learning_rate),
-            "--guidance_scale", "1.0",
-            "--model_prediction_type", "raw",
-            "--timestep_sampling", "sigmoid",
-            *extra_args,
         ]
-        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
+
+    def family_args(self) -> List[str]:
+        return ["--guidance_scale", "1.0", "--model_prediction_type", "raw", "--timestep_sampling", "sigmoid"]
 
 
 def _main(argv: List[str]) -> None:

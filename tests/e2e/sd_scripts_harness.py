@@ -312,6 +312,29 @@ def compare_files(a: str, b: str) -> dict:
     }
 
 
+def compare_files_by_block(a: str, b: str, block_label: Callable[[str], str]) -> dict:
+    """compare_files plus the max abs diff per block (`block_label` of a key) and per tensor kind."""
+    from safetensors.torch import load_file
+
+    res = compare_files(a, b)
+    ta, tb = load_file(a), load_file(b)
+    by_block: Dict[str, float] = {}
+    by_kind: Dict[str, float] = {}
+    for key in sorted(set(ta) & set(tb)):
+        if ta[key].shape != tb[key].shape:
+            continue
+        diff = float((ta[key].double() - tb[key].double()).abs().max()) if ta[key].numel() else 0.0
+        block = block_label(key)
+        kind = key.split(".", 1)[1]
+        by_block[block] = max(by_block.get(block, 0.0), diff)
+        by_kind[kind] = max(by_kind.get(kind, 0.0), diff)
+    res["max_abs_diff_by_block"] = by_block
+    res["max_abs_diff_by_tensor_kind"] = by_kind
+    res["blocks_in_a"] = sorted({block_label(k) for k in ta})
+    res["blocks_in_b"] = sorted({block_label(k) for k in tb})
+    return res
+
+
 # ---------------------------------------------------------------------------
 # Driver side (standard library only)
 # ---------------------------------------------------------------------------
@@ -345,6 +368,34 @@ def _env(sd_dir: Path) -> dict:
         MKL_NUM_THREADS=env.get("LRW_E2E_THREADS", "1"),
     )
     return env
+
+
+def candidate_first_env(sd_dir: Path) -> dict:
+    """_env, but sd-scripts first (its `networks` package), then the caller's PYTHONPATH (a candidate
+    lr_weights checkout wins over this repository), then this repository."""
+    env = _env(sd_dir)
+    user = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(sd_dir), *user, str(REPO_ROOT)])
+    return env
+
+
+def candidate_origin_or_skip(module: str, sd_dir: Path) -> str:
+    """The file `module` resolves to for the trainer's interpreter with the trainer's path; the
+    calling pytest test is skipped when it is not importable there."""
+    import pytest
+
+    code = f"import importlib.util, sys; s = importlib.util.find_spec({module!r}); print(s.origin if s else '')"
+    out = subprocess.run([sd_python(), "-c", code], env=candidate_first_env(sd_dir), cwd=str(sd_dir), capture_output=True, text=True)
+    origin = out.stdout.strip()
+    if not origin:
+        pytest.skip(f"{module} is not importable by {sd_python()} ({out.stderr.strip()[-300:]})")
+    return origin
+
+
+def workdir(tmp_path_factory, name: str) -> Path:
+    """LRW_E2E_WORKDIR (models and outputs reused between sessions) or a fresh pytest folder."""
+    root = os.environ.get("LRW_E2E_WORKDIR")
+    return Path(root) if root else tmp_path_factory.mktemp(name)
 
 
 def _run(cmd: List[str], sd_dir: Path, env: dict, log: Optional[Path] = None) -> None:
@@ -434,6 +485,67 @@ class TinyWorkspace:
         out = self.root / "out" / f"cmp_{Path(a).stem}__{Path(b).stem}.json"
         self.call_harness(["compare", str(a), str(b), str(out)])
         return json.loads(out.read_text())
+
+
+class RunnerWorkspace(TinyWorkspace):
+    """A DiT family's tiny model folder (with its tiny_config.json), trained by the family's unchanged
+    training script through a runner that narrows sd-scripts' fixed configs to tiny_config.json.
+    A family names its runner, script, folder, last-built tokenizer and resolution, and its args."""
+
+    runner: Path
+    script: str
+    model_dirname: str
+    last_tokenizer: str
+    resolution: int
+
+    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
+        super().__init__(root, sd_dir)
+        self.model = self.root / self.model_dirname
+
+    def env(self) -> dict:
+        return candidate_first_env(self.sd_dir)
+
+    def ensure(self) -> None:
+        self.ensure_tokenizers_and_dataset(self.last_tokenizer)
+        if not (self.model / "tiny_config.json").exists():
+            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
+
+    def model_args(self) -> List[str]:
+        """The script's model / encoder / tokenizer arguments."""
+        raise NotImplementedError
+
+    def family_args(self) -> List[str]:
+        """The script's own training arguments (after the common ones)."""
+        return []
+
+    def train(
+        self,
+        network_module: str,
+        network_args: Sequence[str] = (),
+        out_name: str = "lora",
+        seed: int = 42,
+        steps: int = 3,
+        learning_rate: float = 1e-3,
+        extra_args: Sequence[str] = (),
+    ) -> Path:
+        """Run the training script; return the saved LoRA .safetensors path."""
+        self.ensure()
+        out_dir = self.root / "out" / out_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sd_python(),
+            str(self.runner),
+            "--tiny-config",
+            str(self.model / "tiny_config.json"),
+            "--",
+            str(self.sd_dir / self.script),
+            *self.model_args(),
+            *common_train_args(self.dataset, self.resolution, out_dir, out_name, network_module, seed, steps, learning_rate),
+            "--unet_lr", repr(learning_rate),
+            *self.family_args(),
+            *extra_args,
+        ]
+        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
 
 class Workspace(TinyWorkspace):
