@@ -1,0 +1,98 @@
+"""Several configurations per forward (the default) give what one configuration per forward gives.
+
+The two paths compute the same f(W0 + Σ ΔW_on) two ways: merged into the weights (W0 + ΔW)·x, or
+added beside the layer W0·x + ΔW·x per batch row. Both run in float64 here, with LoRA factors on a
+2⁻¹⁰ grid so that ΔW = up·down·scale is exact in float32 too (the merged path builds ΔW in float32);
+what is left is float64 rounding, compared at float32's resolution (tests.tolerances.float64_agreement).
+"""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from lr_weights.analysis.deltas import LoraDeltas, read_deltas
+from lr_weights.analysis.measure import MeasureSettings, measure
+from lr_weights.analysis.tiny_denoisers import tiny_denoiser
+
+from tests.tolerances import float64, float64_agreement
+from .lora_files import only_rows, write_network_file
+
+ROWS = ["TE", "IN01", "IN04", "M00", "OUT05", "OUT11"]
+
+
+@pytest.fixture(scope="module")
+def sd1_float64(tmp_path_factory):
+    with float64():
+        denoiser = tiny_denoiser("sd1", seed=0)
+    folder = tmp_path_factory.mktemp("batched")
+    trained = write_network_file(folder / "trained.safetensors", denoiser, std=0.2, dtype=torch.float64, conv_dim="2", conv_alpha="1")
+    path = only_rows(trained, folder / "rows.safetensors", denoiser.arch, ROWS, grid_bits=10)
+    return denoiser, read_deltas(path, denoiser.layers, denoiser.arch, denoiser.model)
+
+
+def as_dense(deltas: LoraDeltas) -> LoraDeltas:
+    """The same ΔW as dense matrices (the form LyCORIS files take), for the dense code path."""
+    modules = tuple(dataclasses.replace(m, down=None, up=None, scale=1.0, dense=m.weight(torch.device("cpu"))) for m in deltas.modules)
+    return dataclasses.replace(deltas, modules=modules)
+
+
+def numbers(effect):
+    values = {"total": effect.total}
+    for block in effect.blocks:
+        values.update({f"{block.block} ablation": block.ablation, f"{block.block} alone": block.alone, f"{block.block} share": block.share})
+    return values
+
+
+@pytest.mark.parametrize("form", ["factors", "dense"])
+@pytest.mark.parametrize("prompts", [(), ("a cat", "")], ids=["empty prompt", "text encoders"])
+def test_configurations_batched_equal_one_per_forward(sd1_float64, form, prompts):
+    denoiser, deltas = sd1_float64
+    deltas = as_dense(deltas) if form == "dense" else deltas
+    # 5 rows per forward: configurations split across forwards and share them with their neighbours.
+    settings = MeasureSettings(samples=3, timesteps=3, seed=0, batch_size=5, resolution=64, prompts=prompts)
+    batched = measure(denoiser, [deltas], settings)
+    merged = measure(denoiser, [deltas], dataclasses.replace(settings, batch_blocks=False))
+    assert batched.rows_per_forward == 5 and merged.rows_per_forward == 3
+    assert batched.base_power == pytest.approx(merged.base_power, abs=float64_agreement(merged.base_power))
+    got, want = numbers(batched.files[0]), numbers(merged.files[0])
+    assert got.keys() == want.keys() and ("TE share" in got) == bool(prompts)
+    for key, value in want.items():
+        assert abs(got[key] - value) <= float64_agreement(abs(value)), key
+    # The comparison can fail: blocks differ from each other far beyond the tolerance.
+    shares = [v for k, v in want.items() if k.endswith("share")]
+    assert min(shares) > 1e-4 and max(shares) - min(shares) > 0.05
+
+
+def counting(denoiser):
+    """The denoiser with its forwards recorded (batch rows of each)."""
+    calls = []
+
+    def predict(x, t, cond):
+        calls.append(x.shape[0])
+        return denoiser.predict(x, t, cond)
+
+    return dataclasses.replace(denoiser, predict=predict), calls
+
+
+@pytest.mark.parametrize("most", [4, 5, 64])
+def test_forwards_counted(tmp_path, most):
+    """N rows, S samples, at most B rows per forward: the base and 1 + 2N configurations hold
+    (2N + 2)·S batch rows, so ⌈(2N + 2)·S / B⌉ forwards, every one of the same size; one
+    configuration per forward takes ⌈S / B⌉ forwards for each of the 2N + 2."""
+    denoiser = tiny_denoiser("sd1", seed=0)
+    rows = ["IN04", "M00", "OUT11"]
+    trained = write_network_file(tmp_path / "trained.safetensors", denoiser)
+    deltas = read_deltas(only_rows(trained, tmp_path / "three.safetensors", denoiser.arch, rows), denoiser.layers, denoiser.arch, denoiser.model)
+    samples, n = 3, len(rows)
+    settings = MeasureSettings(samples=samples, timesteps=2, seed=0, batch_size=most, resolution=64)
+
+    counted, calls = counting(denoiser)
+    measure(counted, [deltas], settings)
+    assert len(calls) == math.ceil((2 * n + 2) * samples / most)
+    assert len(set(calls)) == 1 and calls[0] <= most
+
+    counted, calls = counting(denoiser)
+    measure(counted, [deltas], dataclasses.replace(settings, batch_blocks=False))
+    assert len(calls) == (2 * n + 2) * math.ceil(samples / most)
