@@ -35,8 +35,10 @@ def delta_output(layer: nn.Module, module: ModuleDelta, x: torch.Tensor) -> torc
         # LoCon: down is a k x k conv with the layer's stride and padding, up a 1x1 conv.
         down = module.down if module.down.dim() == 4 else module.down[:, :, None, None]
         up = module.up if module.up.dim() == 4 else module.up[:, :, None, None]
-        return F.conv2d(_conv(layer, x, down), up) * module.scale
-    return F.linear(F.linear(x, module.down.flatten(1)), module.up.flatten(1)) * module.scale
+        out = F.conv2d(_conv(layer, x, down), up)
+    else:
+        out = F.linear(F.linear(x, module.down.flatten(1)), module.up.flatten(1))
+    return out if module.scale == 1.0 else out * module.scale
 
 
 class BlockRowDeltas:
@@ -53,9 +55,11 @@ class BlockRowDeltas:
             if module.row in wanted:
                 layer = layers[module.name]
                 weight = layer.weight
-                # In the layer's dtype, so x·ΔW rounds as the layer's own matmul does.
+                # In the layer's dtype, so x·ΔW rounds as the layer's own matmul does; the scale
+                # folded into up (one pass less over the output).
                 cast = lambda t: None if t is None else t.to(weight.device, weight.dtype)  # noqa: E731
-                moved = ModuleDelta(module.name, module.row, module.index, cast(module.down), cast(module.up), module.scale, cast(module.dense), cast(module.bias))
+                up = None if module.up is None else module.up.to(weight.device) * module.scale
+                moved = ModuleDelta(module.name, module.row, module.index, cast(module.down), cast(up), 1.0, cast(module.dense), cast(module.bias))
                 self._modules.append((layer, moved))
         self._rows = 0
         self._masks: Dict[str, torch.Tensor] = {}  # block -> (rows,) 0/1 in the layers' dtype
@@ -100,6 +104,6 @@ class BlockRowDeltas:
                 return output.index_add(0, on, part if bias is None else part + bias)
             change = delta_output(layer, module, x)
             change = change if bias is None else change + bias
-            return output + change * self._masks[module.row].view([-1] + [1] * (output.dim() - 1))
+            return torch.addcmul(output, change, self._masks[module.row].view([-1] + [1] * (output.dim() - 1)))
 
         return add_delta

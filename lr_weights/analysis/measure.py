@@ -39,7 +39,7 @@ class MeasureSettings:
     timesteps: int = 8
     seed: int = 0
     resolution: Optional[int] = None  # pixels; None: the model's default
-    batch_size: Optional[int] = 4  # rows (configuration x sample) per forward; None: from free memory (forwards.auto_rows)
+    batch_size: Optional[int] = None  # rows (configuration x sample) per forward; None: from free memory (forwards.auto_rows)
     prompts: Tuple[str, ...] = ()
     batch_blocks: bool = True  # several configurations (blocks' ablations) per forward; False: one, merged in place
 
@@ -48,16 +48,26 @@ def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch
     """Settings from the CLI's text (or numbers); errors name the flag."""
     from lr_weights.args.scalars import parse_int
 
-    auto = isinstance(batch_size, str) and batch_size.strip().lower() == "auto"
     return MeasureSettings(
         samples=parse_int("--samples", samples, minimum=1),
         timesteps=parse_int("--timesteps", timesteps, minimum=1),
         seed=parse_int("--seed", seed, minimum=0),
         resolution=None if resolution is None else parse_int("--resolution", resolution, minimum=8),
-        batch_size=None if auto else parse_int("--batch-size", batch_size, minimum=1),
+        batch_size=_parse_batch_size(batch_size),
         prompts=tuple(prompts),
         batch_blocks=batch_blocks,
     )
+
+
+def _parse_batch_size(value) -> Optional[int]:
+    from lr_weights.args.scalars import parse_int
+
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        return parse_int("--batch-size", value, minimum=1)
+    except NetworkArgError:
+        raise NetworkArgError("--batch-size", value, "a whole number >= 1 (batch rows per forward) or auto") from None
 
 
 def check_settings(denoiser: Denoiser, settings: MeasureSettings, model_path: str = "the model") -> int:
