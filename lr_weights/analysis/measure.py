@@ -11,10 +11,11 @@ row's weight change:
     total     E‖f(W+ΔW) − f(W)‖² / E‖f(W)‖²
     ablation  e_b = E‖f(W+ΔW) − f(W+ΔW−ΔW_b)‖²  (reported / E‖f(W)‖²), share = e_b / Σ e
     alone     E‖f(W+ΔW_b) − f(W)‖²  (reported / E‖f(W)‖²)
-f(W) is computed once per sample and serves every file. By default several configurations share a
-forward (forwards.py: the blocks' ablations side by side, ΔW added per batch row by batched.py);
-with batch_blocks=False each forward holds one configuration, its ΔW merged into the weights in
-place (swap.py). Both compute the same f up to the order of floating-point sums.
+f(W) is computed once per sample and serves every file. By default each forward holds one
+configuration, its ΔW merged into the weights in place (swap.py); with batch_blocks=True several
+configurations share a forward (forwards.py: the blocks' ablations side by side, ΔW added per batch
+row by batched.py). Both compute the same f up to the order of floating-point sums; which is faster
+depends on how full one configuration's samples keep the device (docs/analyze.md, Cost).
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class MeasureSettings:
     resolution: Optional[int] = None  # pixels; None: the model's default
     batch_size: Optional[int] = None  # rows (configuration x sample) per forward; None: from free memory (forwards.auto_rows)
     prompts: Tuple[str, ...] = ()
-    batch_blocks: bool = True  # several configurations (blocks' ablations) per forward; False: one, merged in place
+    batch_blocks: bool = False  # several configurations (blocks' ablations) per forward; False: one, merged in place
 
 
-def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch_size="auto", prompts: Sequence[str] = (), batch_blocks: bool = True) -> MeasureSettings:
+def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch_size="auto", prompts: Sequence[str] = (), batch_blocks: bool = False) -> MeasureSettings:
     """Settings from the CLI's text (or numbers); errors name the flag."""
     from lr_weights.args.scalars import parse_int
 

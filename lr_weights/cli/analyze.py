@@ -40,10 +40,15 @@ def register(subparsers) -> None:
         "--batch-size",
         default="auto",
         metavar="B",
-        help="batch rows per forward, a row being one sample under one configuration (the ablations of several blocks share a forward); "
+        help="batch rows per forward, a row being one sample under one configuration (with --block-batching several configurations share a forward); "
         "default auto: what fits in 80%% of the free GPU memory (at most 64), 4 on CPU; lower it when memory runs out",
     )
-    parser.add_argument("--no-block-batching", action="store_true", help="one configuration per forward, its ΔW merged into the weights (the reference the batched forwards are tested against)")
+    parser.add_argument(
+        "--block-batching",
+        action="store_true",
+        help="several configurations (blocks ablated, blocks alone) per forward, ΔW added beside the layers per batch row; "
+        "faster when one configuration's samples leave the device idle (few samples, small models), slower when they fill it",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from lr_weights.analysis.suggest import format_suggestion, parse_cutoff, suggest
 
     # Everything that can be refused is refused before the model is loaded.
-    settings = parse_settings(args.samples, args.timesteps, args.seed, args.resolution, args.batch_size, args.prompt, not args.no_block_batching)
+    settings = parse_settings(args.samples, args.timesteps, args.seed, args.resolution, args.batch_size, args.prompt, args.block_batching)
     device, dtype = parse_device(args.device), parse_dtype(args.dtype)
     cutoff = parse_cutoff(args.suggest) if args.suggest is not None else None
     size = parse_size(args.plot_size) if args.plot else None

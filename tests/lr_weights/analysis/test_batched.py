@@ -1,4 +1,4 @@
-"""Several configurations per forward (the default) give what one configuration per forward gives.
+"""Several configurations per forward (batch_blocks=True) give what one configuration per forward gives.
 
 The two paths compute the same f(W0 + Σ ΔW_on) two ways: merged into the weights (W0 + ΔW)·x, or
 added beside the layer W0·x + ΔW·x per batch row. Both run in float64 here, with LoRA factors on a
@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from lr_weights.analysis.deltas import LoraDeltas, read_deltas
-from lr_weights.analysis.measure import MeasureSettings, measure
+from lr_weights.analysis.measure import MeasureSettings, measure, parse_settings
 from lr_weights.analysis.tiny_denoisers import tiny_denoiser
 
 from tests.tolerances import float64, float64_agreement
-from .lora_files import only_rows, write_network_file
+from .lora_files import edit_file, only_rows, write_network_file
 
 ROWS = ["TE", "IN01", "IN04", "M00", "OUT05", "OUT11"]
 
@@ -51,7 +51,7 @@ def test_configurations_batched_equal_one_per_forward(sd1_float64, form, prompts
     denoiser, deltas = sd1_float64
     deltas = as_dense(deltas) if form == "dense" else deltas
     # 5 rows per forward: configurations split across forwards and share them with their neighbours.
-    settings = MeasureSettings(samples=3, timesteps=3, seed=0, batch_size=5, resolution=64, prompts=prompts)
+    settings = MeasureSettings(samples=3, timesteps=3, seed=0, batch_size=5, resolution=64, prompts=prompts, batch_blocks=True)
     batched = measure(denoiser, [deltas], settings)
     merged = measure(denoiser, [deltas], dataclasses.replace(settings, batch_blocks=False))
     assert batched.rows_per_forward == 5 and merged.rows_per_forward == 3
@@ -86,7 +86,7 @@ def test_forwards_counted(tmp_path, most):
     trained = write_network_file(tmp_path / "trained.safetensors", denoiser)
     deltas = read_deltas(only_rows(trained, tmp_path / "three.safetensors", denoiser.arch, rows), denoiser.layers, denoiser.arch, denoiser.model)
     samples, n = 3, len(rows)
-    settings = MeasureSettings(samples=samples, timesteps=2, seed=0, batch_size=most, resolution=64)
+    settings = MeasureSettings(samples=samples, timesteps=2, seed=0, batch_size=most, resolution=64, batch_blocks=True)
 
     counted, calls = counting(denoiser)
     measure(counted, [deltas], settings)
@@ -96,3 +96,39 @@ def test_forwards_counted(tmp_path, most):
     counted, calls = counting(denoiser)
     measure(counted, [deltas], dataclasses.replace(settings, batch_blocks=False))
     assert len(calls) == (2 * n + 2) * math.ceil(samples / most)
+
+
+def test_first_principles_hold_batched(tmp_path):
+    """test_measure's exact checks on the batched path: a block whose ΔW is 0 adds exactly 0 to its
+    rows (x·0·mask), so with one non-zero block its share is exactly 1, the others' exactly 0, and
+    ablation, alone and total are the same two outputs; a zeroed block's share is exactly 0."""
+    denoiser = tiny_denoiser("sd1", seed=0)
+    trained = write_network_file(tmp_path / "trained.safetensors", denoiser, conv_dim="2")
+    settings = MeasureSettings(samples=3, timesteps=3, seed=0, batch_size=5, resolution=64, batch_blocks=True)
+    single = edit_file(trained, tmp_path / "single.safetensors", denoiser.arch, keep=["IN04"])
+    effect = measure(denoiser, [read_deltas(single, denoiser.layers, denoiser.arch, denoiser.model)], settings).files[0]
+    shares = {b.block: b.share for b in effect.blocks}
+    assert len(shares) > 3 and shares["IN04"] == 1.0 and all(v == 0.0 for k, v in shares.items() if k != "IN04")
+    row = next(b for b in effect.blocks if b.block == "IN04")
+    assert row.ablation == row.alone == effect.total > 0
+    zeroed = edit_file(trained, tmp_path / "zeroed.safetensors", denoiser.arch, zero=["OUT11"])
+    effect = measure(denoiser, [read_deltas(zeroed, denoiser.layers, denoiser.arch, denoiser.model)], settings).files[0]
+    shares = {b.block: b.share for b in effect.blocks}
+    assert shares["OUT11"] == 0.0 and sum(v > 0 for v in shares.values()) >= 3
+
+
+def test_out_of_memory_names_the_flag(sd1_float64):
+    denoiser, deltas = sd1_float64
+
+    def oom(*args):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    settings = MeasureSettings(samples=2, timesteps=2, batch_size=3, resolution=64, batch_blocks=True)
+    with pytest.raises(ValueError, match="with 3 rows per forward: lower --batch-size"):
+        measure(dataclasses.replace(denoiser, predict=oom), [deltas], settings)
+
+
+def test_batch_size_is_a_number_or_auto():
+    assert parse_settings(batch_size="auto").batch_size is None and parse_settings(batch_size="8").batch_size == 8
+    with pytest.raises(ValueError, match="--batch-size.*or auto"):
+        parse_settings(batch_size="0")
