@@ -12,14 +12,16 @@ Needs torch and lr_weights only (no diffusers, no download): the models are lr_w
 depths 0/2/10) with random weights, built directly on --device; their text encoders are small
 stand-ins (2 layers). The LoRA is written by lr_weights.lora with random lora_up (rank --rank;
 --conv adds LoCon on the resnets, so every block holds modules; --prompt measures the text encoder's
-row too). Reported: seconds of each path's measure (after one warm-up forward), their ratio, rows
-per forward, and the largest difference between the two paths' shares. Threads: BENCH_THREADS.
+row too). Reported: seconds of each path's measure (after one warm-up forward; --rounds N: the
+median of N, the order alternating), their ratio, rows per forward, and the largest difference
+between the two paths' shares. Threads: BENCH_THREADS.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +52,7 @@ def write_lora(denoiser, path: Path, rank: int, conv: bool) -> None:
     encoders = list(denoiser.text_encoders) if denoiser.model == "sdxl" else denoiser.text_encoders[0]
     args = {"conv_dim": str(rank), "conv_alpha": "1"} if conv else {}
     network = lora.create_network(1.0, rank, 1, None, encoders, denoiser.net, **args)
+    torch.manual_seed(0)  # the same LoRA every run
     with torch.no_grad():
         for module in network.unet_loras + network.text_encoder_loras:
             module.lora_up.weight.normal_(0, 0.02)
@@ -83,6 +86,7 @@ def main() -> None:
     parser.add_argument("--conv", action="store_true", help="LoCon on the resnets too (every block holds modules)")
     parser.add_argument("--prompt", action="append", default=[], help="measure the text encoders' rows too, with this prompt")
     parser.add_argument("--paths", choices=("both", "batched", "merged"), default="both", help="which paths to time (default both, for the ratio)")
+    parser.add_argument("--rounds", type=int, default=1, help="time each path this many times, the order alternating; the median is reported (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
     args = parser.parse_args()
@@ -115,10 +119,14 @@ def main() -> None:
     with torch.no_grad():
         cond = denoiser.encode([""])
         denoiser.predict(warm.latents, warm.timesteps, {k: v[warm.prompt_index] for k, v in cond.items()})
-    results = {}
-    for name, batch_blocks in (("batched", True), ("merged", False)):
-        if args.paths in ("both", name):
-            results[name] = timed_measure(denoiser, deltas, dataclasses.replace(settings, batch_blocks=batch_blocks), device)
+    paths = [(name, batch_blocks) for name, batch_blocks in (("batched", True), ("merged", False)) if args.paths in ("both", name)]
+    times = {name: [] for name, _ in paths}
+    analyses = {}
+    for round_ in range(args.rounds):
+        for name, batch_blocks in paths[round_ % 2 :] + paths[: round_ % 2]:  # order alternates each round
+            analyses[name], seconds = timed_measure(denoiser, deltas, dataclasses.replace(settings, batch_blocks=batch_blocks), device)
+            times[name].append(seconds)
+    results = {name: (analyses[name], statistics.median(times[name])) for name, _ in paths}
 
     effect = next(iter(results.values()))[0].files[0]
     rows = len(effect.blocks)
@@ -133,6 +141,7 @@ def main() -> None:
     lines = [["build model + write and read the LoRA (not part of analyze)", f"{built:.1f}", ""]]
     for name, (analysis, seconds) in results.items():
         what = "several configurations per forward" if name == "batched" else "one configuration per forward, merged in place"
+        what += f" ({len(times[name])} rounds, median)" if len(times[name]) > 1 else ""
         lines.append([f"measure, {what}: {analysis.rows_per_forward} rows per forward", f"{seconds:.2f}", f"{seconds / (samples * configurations) * 1000:.1f}"])
     print(table(["step", "seconds", "ms per sample forward"], lines))
     if len(results) == 2:

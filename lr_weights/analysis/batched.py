@@ -5,10 +5,10 @@ The layers keep their base weights W0. A forward hook on each adapted layer adds
 the layer's block on, so batch row r computes f(W0 + Σ_{blocks on in r} ΔW_block). The full LoRA,
 each block ablated and each block alone then run side by side in one forward; no weight is written.
 
-Factored ΔW is computed for every row and multiplied by the row's 0/1 mask: a row's result then
-never depends on which other rows share its forward (x·0 is exactly 0), so a block whose ΔW is 0
-changes nothing bit for bit, as with merged weights. Dense ΔW costs a full matmul, so it runs only
-on the rows that have the block on.
+Factored ΔW is computed for every row, the row's 0/1 mask applied to the rank-r activations, and
+accumulated into the output by one fused GEMM: a row's result then never depends on which other
+rows share its forward (0·up is exactly 0), so a block whose ΔW is 0 changes nothing bit for bit, as
+with merged weights. Dense ΔW costs a full matmul, so it runs only on the rows that have the block on.
 """
 
 from __future__ import annotations
@@ -26,19 +26,30 @@ def _conv(layer: nn.Conv2d, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tens
     return F.conv2d(x, kernel, None, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
-def delta_output(layer: nn.Module, module: ModuleDelta, x: torch.Tensor) -> torch.Tensor:
-    """ΔW applied to the layer's input x (no base output, no bias): what merging ΔW adds to the output."""
-    conv = isinstance(layer, nn.Conv2d)
-    if module.dense is not None:
-        return _conv(layer, x, module.dense) if conv else F.linear(x, module.dense)
-    if conv:
+def dense_output(layer: nn.Module, dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """ΔW·x for a dense ΔW (no base output, no bias): what merging ΔW adds to the layer's output."""
+    return _conv(layer, x, dense) if isinstance(layer, nn.Conv2d) else F.linear(x, dense)
+
+
+def add_factored_(layer: nn.Module, module: ModuleDelta, x: torch.Tensor, output: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """output + up·(mask·(down·x)), the 0/1 row mask applied to the rank-r activations; where the
+    output's layout allows, accumulated in place by one fused GEMM (no output-sized temporary).
+    `module.up` already holds the scale."""
+    up = module.up.flatten(1)  # (out, r)
+    if isinstance(layer, nn.Conv2d):
         # LoCon: down is a k x k conv with the layer's stride and padding, up a 1x1 conv.
         down = module.down if module.down.dim() == 4 else module.down[:, :, None, None]
-        up = module.up if module.up.dim() == 4 else module.up[:, :, None, None]
-        out = F.conv2d(_conv(layer, x, down), up)
-    else:
-        out = F.linear(F.linear(x, module.down.flatten(1)), module.up.flatten(1))
-    return out if module.scale == 1.0 else out * module.scale
+        h = _conv(layer, x, down) * mask.view(-1, 1, 1, 1)
+        if not output.is_contiguous():
+            return output + F.conv2d(h, up[:, :, None, None])
+        n, channels = output.shape[:2]
+        output.view(n, channels, -1).baddbmm_(up.expand(n, -1, -1), h.flatten(2))
+        return output
+    h = F.linear(x, module.down.flatten(1)) * mask.view([-1] + [1] * (x.dim() - 1))
+    if not output.is_contiguous():
+        return output + F.linear(h, up)
+    output.view(-1, up.shape[0]).addmm_(h.reshape(-1, h.shape[-1]), up.t())
+    return output
 
 
 class BlockRowDeltas:
@@ -100,10 +111,10 @@ class BlockRowDeltas:
             if on is None:
                 return output
             if module.dense is not None:
-                part = delta_output(layer, module, x.index_select(0, on))
+                part = dense_output(layer, module.dense, x.index_select(0, on))
                 return output.index_add(0, on, part if bias is None else part + bias)
-            change = delta_output(layer, module, x)
-            change = change if bias is None else change + bias
-            return torch.addcmul(output, change, self._masks[module.row].view([-1] + [1] * (output.dim() - 1)))
+            mask = self._masks[module.row]
+            output = add_factored_(layer, module, x, output, mask)
+            return output if bias is None else output + bias * mask.view([-1] + [1] * (output.dim() - 1))
 
         return add_delta
