@@ -12,8 +12,8 @@ Needs torch and lr_weights only (no diffusers, no download): the models are lr_w
 depths 0/2/10) with random weights, built directly on --device; their text encoders are small
 stand-ins (2 layers). The LoRA is written by lr_weights.lora with random lora_up (rank --rank;
 --conv adds LoCon on the resnets, so every block holds modules; --prompt measures the text encoder's
-row too). Reported: seconds of each path's measure (after one warm-up forward; --rounds N: the
-median of N, the order alternating), their ratio, rows per forward, and the largest difference
+row too). Reported: seconds of each path's measure (after one untimed warm-up run of each path;
+--rounds N: the median of N, the order alternating), their ratio, rows per forward, and the largest difference
 between the two paths' shares. Threads: BENCH_THREADS.
 """
 
@@ -112,20 +112,24 @@ def main() -> None:
     built = time.perf_counter() - start
 
     settings = parse_settings(samples, args.timesteps, 0, latent * 8, args.batch_size, args.prompt)
-    # Warm-up: one forward at the largest batch either path runs (kernels chosen, memory reserved).
-    from lr_weights.analysis.measure import draw_samples
+    if settings.batch_size is None:  # auto: chosen once, so that no probe forward is timed
+        from lr_weights.analysis.forwards import auto_rows
+        from lr_weights.analysis.measure import draw_samples
 
-    warm = draw_samples(denoiser, dataclasses.replace(settings, samples=min(samples, 4)), latent * 8)
-    with torch.no_grad():
-        cond = denoiser.encode([""])
-        denoiser.predict(warm.latents, warm.timesteps, {k: v[warm.prompt_index] for k, v in cond.items()})
+        probe = draw_samples(denoiser, settings, latent * 8)
+        with torch.no_grad():
+            cond = denoiser.encode([""])
+        settings = dataclasses.replace(settings, batch_size=auto_rows(denoiser, probe.latents, probe.timesteps, {k: v[probe.prompt_index] for k, v in cond.items()}))
     paths = [(name, batch_blocks) for name, batch_blocks in (("batched", True), ("merged", False)) if args.paths in ("both", name)]
     times = {name: [] for name, _ in paths}
     analyses = {}
-    for round_ in range(args.rounds):
+    # Round 0 is a warm-up, not timed: each path's batch shapes meet their kernels' first-call costs
+    # (plan choice, allocator growth) there, not in the figures.
+    for round_ in range(args.rounds + 1):
         for name, batch_blocks in paths[round_ % 2 :] + paths[: round_ % 2]:  # order alternates each round
             analyses[name], seconds = timed_measure(denoiser, deltas, dataclasses.replace(settings, batch_blocks=batch_blocks), device)
-            times[name].append(seconds)
+            if round_:
+                times[name].append(seconds)
     results = {name: (analyses[name], statistics.median(times[name])) for name, _ in paths}
 
     effect = next(iter(results.values()))[0].files[0]

@@ -72,9 +72,11 @@ class BlockRowDeltas:
                 up = None if module.up is None else module.up.to(weight.device) * module.scale
                 moved = ModuleDelta(module.name, module.row, module.index, cast(module.down), cast(up), 1.0, cast(module.dense), cast(module.bias))
                 self._modules.append((layer, moved))
+        self._blocks = sorted({module.row for _, module in self._modules})
+        self._dense_blocks = {module.row for _, module in self._modules if module.dense is not None}
         self._rows = 0
         self._masks: Dict[str, torch.Tensor] = {}  # block -> (rows,) 0/1 in the layers' dtype
-        self._on_rows: Dict[str, Optional[torch.Tensor]] = {}  # block -> indices of rows with it on; None: none
+        self._on_rows: Dict[str, object] = {}  # block -> rows with it on (a device index tensor for dense ΔW); None: none
         self._handles: List = []
 
     def __enter__(self) -> "BlockRowDeltas":
@@ -90,15 +92,18 @@ class BlockRowDeltas:
     def select(self, configurations: Sequence[frozenset]) -> None:
         """Batch row r of the next forward has exactly the blocks configurations[r] on."""
         self._rows = len(configurations)
-        self._masks, self._on_rows = {}, {}
-        for layer, module in self._modules:
-            block = module.row
-            if block in self._masks:
-                continue
-            on = [r for r, blocks in enumerate(configurations) if block in blocks]
-            device, dtype = layer.weight.device, layer.weight.dtype
-            self._masks[block] = torch.tensor([1.0 if block in blocks else 0.0 for blocks in configurations], dtype=dtype).to(device)
-            self._on_rows[block] = torch.tensor(on, dtype=torch.long).to(device) if on else None
+        if not self._modules:
+            return
+        weight = self._modules[0][0].weight
+        blocks = self._blocks
+        # One host-to-device copy per forward: the (rows, blocks) 0/1 matrix, a column per block.
+        matrix = torch.tensor([[1.0 if block in on else 0.0 for block in blocks] for on in configurations]).to(weight.device, weight.dtype)
+        self._masks = {block: matrix[:, k] for k, block in enumerate(blocks)}
+        self._on_rows = {}
+        for block in blocks:
+            rows = [r for r, on in enumerate(configurations) if block in on]
+            # Index tensors only where a dense ΔW runs on the rows that need it.
+            self._on_rows[block] = None if not rows else torch.tensor(rows).to(weight.device) if block in self._dense_blocks else rows
 
     def _hook(self, layer: nn.Module, module: ModuleDelta):
         bias = None if module.bias is None else module.bias.view([-1, 1, 1] if isinstance(layer, nn.Conv2d) else [-1])

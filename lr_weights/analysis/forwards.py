@@ -125,21 +125,16 @@ class FileForwards:
             hooks.select([on for _, _, on in configs])
         with torch.no_grad():
             out = self.denoiser.predict(self.samples.latents[sample], self.samples.timesteps[sample], cond).float()
-        for j, r in enumerate(real):
-            kind, _, _ = self.configs[r // count]
-            i = r % count
-            if kind == "base":
-                base[i] = out[j]
-            elif kind == "full":
-                full[i] = out[j]
-            reference = None if kind == "base" else full[i] if kind == "ablation" else base[i]
-            self.distances[r // count][i] = squared_norm(out[j], reference)
-
-
-def squared_norm(a: torch.Tensor, b: Optional[torch.Tensor]) -> float:
-    """‖a − b‖² (‖a‖² without b) of one sample, summed in float64, the same way for every row."""
-    diff = a.double() if b is None else a.double() - b.double()
-    return float(diff.pow(2).sum())
+        kinds = [self.configs[r // count][0] for r in real]
+        for j, (r, kind) in enumerate(zip(real, kinds)):  # the references first: full may share this forward with ablations
+            if kind in ("base", "full"):
+                (base if kind == "base" else full)[r % count] = out[j]
+        zero = torch.zeros_like(out[0])
+        references = torch.stack([zero if kind == "base" else full[r % count] if kind == "ablation" else base[r % count] for r, kind in zip(real, kinds)])
+        # One host sync per forward; each row summed on its own, the same way in every forward.
+        values = (out[: len(real)].double() - references.double()).pow(2).flatten(1).sum(1).tolist()
+        for r, value in zip(real, values):
+            self.distances[r // count][r % count] = value
 
 
 def mean(values: Sequence[float]) -> float:
