@@ -13,7 +13,7 @@ with merged weights. Dense ΔW costs a full matmul, so it runs only on the rows 
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import torch
 from torch import nn

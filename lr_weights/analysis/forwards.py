@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -128,7 +128,7 @@ class FileForwards:
         kinds = [self.configs[r // count][0] for r in real]
         for j, (r, kind) in enumerate(zip(real, kinds)):  # the references first: full may share this forward with ablations
             if kind in ("base", "full"):
-                (base if kind == "base" else full)[r % count] = out[j]
+                (base if kind == "base" else full)[r % count] = out[j].clone()  # not a view keeping the whole batch
         zero = torch.zeros_like(out[0])
         references = torch.stack([zero if kind == "base" else full[r % count] if kind == "ablation" else base[r % count] for r, kind in zip(real, kinds)])
         # One host sync per forward; each row summed on its own, the same way in every forward.
