@@ -47,15 +47,15 @@ def edit_file(source, target, arch, keep: Optional[Iterable[str]] = None, zero: 
     return target
 
 
-def only_rows(source, target, arch, rows: Iterable[str], grid_bits: Optional[int] = None):
-    """Copy a LoRA file with only the modules of `rows`; with `grid_bits`, every factor rounded to a
-    multiple of 2^-grid_bits, so that up·down·scale is exact in float32 (tests.tolerances.on_grid)."""
+def only_rows(source, target, arch, rows: Optional[Iterable[str]], grid_bits: Optional[int] = None):
+    """Copy a LoRA file with only the modules of `rows` (None: all); with `grid_bits`, every factor
+    rounded to a multiple of 2^-grid_bits, so that up·down·scale is exact in float32 (tests.tolerances.on_grid)."""
     from tests.tolerances import on_grid
 
-    rows = set(rows)
+    rows = None if rows is None else set(rows)
     kept = {}
     for key, value in load_file(str(source)).items():
-        if row_of(key.split(".", 1)[0], arch) not in rows:
+        if rows is not None and row_of(key.split(".", 1)[0], arch) not in rows:
             continue
         if grid_bits is not None and key.endswith((".lora_up.weight", ".lora_down.weight")):
             value = value.clone()

@@ -65,6 +65,25 @@ def test_configurations_batched_equal_one_per_forward(sd1_float64, form, prompts
     assert min(shares) > 1e-4 and max(shares) - min(shares) > 0.05
 
 
+def test_flux_batched_equal_one_per_forward(tmp_path):
+    """The same on FLUX: Linear layers only, modulations on [batch, width], the CLIP encoder's row."""
+    from lr_weights.models.tiny_flux import FluxConfig
+
+    with float64():
+        denoiser = tiny_denoiser("flux", seed=0, config=FluxConfig(depth=2, depth_single=2))
+    trained = write_network_file(tmp_path / "trained.safetensors", denoiser, std=0.2, dtype=torch.float64)
+    path = only_rows(trained, tmp_path / "grid.safetensors", denoiser.arch, None, grid_bits=10)
+    deltas = read_deltas(path, denoiser.layers, denoiser.arch, denoiser.model)
+    settings = MeasureSettings(samples=3, timesteps=3, seed=0, batch_size=4, prompts=("a cat",), batch_blocks=True)
+    got = numbers(measure(denoiser, [deltas], settings).files[0])
+    want = numbers(measure(denoiser, [deltas], dataclasses.replace(settings, batch_blocks=False)).files[0])
+    assert got.keys() == want.keys() and {"TE1 share", "D00 share", "S01 share"} <= set(got)  # T5 untrained: FLUX's default
+    for key, value in want.items():
+        assert abs(got[key] - value) <= float64_agreement(abs(value)), key
+    shares = [v for k, v in want.items() if k.endswith("share")]
+    assert min(shares) > 1e-4 and max(shares) - min(shares) > 0.05
+
+
 def counting(denoiser):
     """The denoiser with its forwards recorded (batch rows of each)."""
     calls = []
