@@ -11,7 +11,11 @@ row's weight change:
     total     E‖f(W+ΔW) − f(W)‖² / E‖f(W)‖²
     ablation  e_b = E‖f(W+ΔW) − f(W+ΔW−ΔW_b)‖²  (reported / E‖f(W)‖²), share = e_b / Σ e
     alone     E‖f(W+ΔW_b) − f(W)‖²  (reported / E‖f(W)‖²)
-f(W) is computed once per sample and serves every file; weights are swapped in place (swap.py).
+f(W) is computed once per sample and serves every file. By default each forward holds one
+configuration, its ΔW merged into the weights in place (swap.py); with batch_blocks=True several
+configurations share a forward (forwards.py: the blocks' ablations side by side, ΔW added per batch
+row by batched.py). Both compute the same f up to the order of floating-point sums; which is faster
+depends on how full one configuration's samples keep the device (docs/analyze.md, Cost).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 
 from lr_weights.analysis.deltas import LoraDeltas
 from lr_weights.analysis.denoiser import Conditioning, Denoiser
+from lr_weights.analysis.forwards import FileForwards, auto_rows, configurations, even_rows, mean, out_of_memory_error
 from lr_weights.analysis.swap import MergedWeights
 from lr_weights.errors import NetworkArgError
 
@@ -35,11 +40,12 @@ class MeasureSettings:
     timesteps: int = 8
     seed: int = 0
     resolution: Optional[int] = None  # pixels; None: the model's default
-    batch_size: int = 4
+    batch_size: Optional[int] = None  # rows (configuration x sample) per forward; None: from free memory (forwards.auto_rows)
     prompts: Tuple[str, ...] = ()
+    batch_blocks: bool = False  # several configurations (blocks' ablations) per forward; False: one, merged in place
 
 
-def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch_size="4", prompts: Sequence[str] = ()) -> MeasureSettings:
+def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch_size="auto", prompts: Sequence[str] = (), batch_blocks: bool = False) -> MeasureSettings:
     """Settings from the CLI's text (or numbers); errors name the flag."""
     from lr_weights.args.scalars import parse_int
 
@@ -48,9 +54,21 @@ def parse_settings(samples="16", timesteps="8", seed="0", resolution=None, batch
         timesteps=parse_int("--timesteps", timesteps, minimum=1),
         seed=parse_int("--seed", seed, minimum=0),
         resolution=None if resolution is None else parse_int("--resolution", resolution, minimum=8),
-        batch_size=parse_int("--batch-size", batch_size, minimum=1),
+        batch_size=_parse_batch_size(batch_size),
         prompts=tuple(prompts),
+        batch_blocks=batch_blocks,
     )
+
+
+def _parse_batch_size(value) -> Optional[int]:
+    from lr_weights.args.scalars import parse_int
+
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        return parse_int("--batch-size", value, minimum=1)
+    except NetworkArgError:
+        raise NetworkArgError("--batch-size", value, "a whole number >= 1 (batch rows per forward) or auto") from None
 
 
 def check_settings(denoiser: Denoiser, settings: MeasureSettings, model_path: str = "the model") -> int:
@@ -123,16 +141,13 @@ class Analysis:
     resolution: int
     base_power: float  # E‖f(W)‖²
     files: Tuple[FileEffect, ...] = field(default_factory=tuple)
+    rows_per_forward: int = 0  # batch rows (configuration x sample) in each forward, as chosen
 
 
 def squared_distance(a: torch.Tensor, b: Optional[torch.Tensor] = None) -> float:
     """E over samples of ‖a − b‖² (‖a‖² without b), summed in float64."""
     diff = a.double() if b is None else a.double() - b.double()
     return float(diff.pow(2).flatten(1).sum(1).mean())
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    return "out of memory" in str(error).lower()
 
 
 def predict_all(denoiser: Denoiser, samples: Samples, cond: Conditioning, batch_size: int) -> torch.Tensor:
@@ -146,10 +161,9 @@ def predict_all(denoiser: Denoiser, samples: Samples, cond: Conditioning, batch_
                 batch_cond = {key: value[index] for key, value in cond.items()}
                 outputs.append(denoiser.predict(samples.latents[part], samples.timesteps[part], batch_cond).float())
     except RuntimeError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError
-        if _out_of_memory(error):
-            raise ValueError(
-                f"out of memory on {denoiser.parameter.device} with --batch-size {batch_size}: lower --batch-size (down to 1), then --resolution, or use --dtype fp16/bf16"
-            ) from None
+        refusal = out_of_memory_error(error, denoiser.parameter.device, batch_size)
+        if refusal is not None:
+            raise refusal from None
         raise
     return torch.cat(outputs)
 
@@ -169,24 +183,73 @@ class _Conditioner:
         return self._cache[text_encoder_rows_on]
 
 
-def _steps(rows: Sequence[str]) -> List[Tuple[str, Optional[str], frozenset]]:
-    """(kind, row, rows on) for one file: full, each ablation, each row alone."""
-    everything = frozenset(rows)
-    return [("full", None, everything)] + [("ablation", r, everything - {r}) for r in rows] + [("alone", r, frozenset([r])) for r in rows]
-
-
 def measure(denoiser: Denoiser, files: Sequence[LoraDeltas], settings: MeasureSettings, progress: Optional[Progress] = None, model_path: str = "the model") -> Analysis:
     resolution = check_settings(denoiser, settings, model_path)
     samples = draw_samples(denoiser, settings, resolution)
     measure_text_encoders = bool(settings.prompts)
-    plan = []
-    for deltas in files:
-        rows = deltas.rows(measure_text_encoders)
-        plan.append((deltas, rows, _steps(rows)))
-    work: List[tuple] = [("base",)] + [(number, step) for number, (_, _, steps) in enumerate(plan) for step in steps]
+    plan = [(deltas, deltas.rows(measure_text_encoders)) for deltas in files]
+    run = _measure_batched if settings.batch_blocks else _measure_merged
+    base_power, results, rows_per_forward = run(denoiser, plan, samples, settings, progress)
+    effects = tuple(_file_effect(deltas, rows, values, base_power, measure_text_encoders) for (deltas, rows), values in zip(plan, results))
+    return Analysis(denoiser.model, settings, resolution, base_power, effects, rows_per_forward)
+
+
+def _most_rows(denoiser: Denoiser, samples: Samples, cond: Conditioning, settings: MeasureSettings) -> int:
+    if settings.batch_size is not None:
+        return settings.batch_size
+    return auto_rows(denoiser, samples.latents, samples.timesteps, {key: value[samples.prompt_index] for key, value in cond.items()})
+
+
+def _measure_batched(denoiser: Denoiser, plan, samples: Samples, settings: MeasureSettings, progress: Optional[Progress]):
+    """Configurations of several blocks per forward (forwards.py); the base rows go first."""
+    from lr_weights.analysis.batched import BlockRowDeltas
+
+    with torch.no_grad():
+        base_cond = denoiser.encode(list(settings.prompts) or [""])
+    streams = [FileForwards(denoiser, samples, deltas, rows, number == 0, settings.prompts, base_cond) for number, (deltas, rows) in enumerate(plan)]
+    streams = streams or [FileForwards(denoiser, samples, None, (), True, settings.prompts, base_cond)]
+    rows = even_rows(streams[0].total_rows, _most_rows(denoiser, samples, base_cond, settings))
+    work = [(number, start) for number, stream in enumerate(streams) for start in range(0, stream.total_rows, rows)]
+    iterator = progress(work, len(work), "analyze") if progress else work
+    base: Dict[int, torch.Tensor] = {}
+    full: Dict[int, torch.Tensor] = {}
+    current, hooks = None, None
+    try:
+        for number, start in iterator:
+            stream = streams[number]
+            if number != current:
+                if hooks is not None:
+                    hooks.__exit__(None, None, None)
+                hooks = BlockRowDeltas(denoiser.layers, stream.deltas, stream.unet_rows).__enter__() if stream.deltas is not None else None
+                current, full = number, {}
+            try:
+                stream.run(start, rows, hooks, base, full)
+            except RuntimeError as error:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                refusal = out_of_memory_error(error, denoiser.parameter.device, rows)
+                if refusal is not None:
+                    raise refusal from None
+                raise
+    finally:
+        if hooks is not None:
+            hooks.__exit__(None, None, None)
+    base_power = mean(streams[0].distances[0])
+    results = []
+    for stream in streams[: len(plan)]:
+        values: Dict[str, float] = {}
+        for (kind, row, _), distances in zip(stream.configs, stream.distances):
+            if kind != "base":
+                values["total" if kind == "full" else f"{kind}:{row}"] = mean(distances)
+        results.append(values)
+    return base_power, results, rows
+
+
+def _measure_merged(denoiser: Denoiser, plan, samples: Samples, settings: MeasureSettings, progress: Optional[Progress]):
+    """One configuration per forward, its ΔW merged into the weights in place (swap.py)."""
+    work: List[tuple] = [("base",)] + [(number, step) for number, (_, rows) in enumerate(plan) for step in configurations(rows)]
     iterator = progress(work, len(work), "analyze") if progress else work
 
     base_cond = _Conditioner(denoiser, settings.prompts)(frozenset())
+    batch_size = min(len(samples), _most_rows(denoiser, samples, base_cond, settings))
     base = None
     base_power = 0.0
     full: Optional[torch.Tensor] = None
@@ -195,20 +258,20 @@ def measure(denoiser: Denoiser, files: Sequence[LoraDeltas], settings: MeasureSe
     try:
         for item in iterator:
             if item[0] == "base":
-                base = predict_all(denoiser, samples, base_cond, settings.batch_size)
+                base = predict_all(denoiser, samples, base_cond, batch_size)
                 base_power = squared_distance(base)
                 continue
             number, (kind, row, on) = item
             if current is None or current[0] != number:
                 if current is not None:
                     current[1].restore()
-                deltas, rows, _ = plan[number]
+                deltas, rows = plan[number]
                 text_encoder_rows = frozenset(r for r in rows if not _is_block(deltas, r))
                 current = (number, MergedWeights(denoiser.layers, deltas, rows), _Conditioner(denoiser, settings.prompts), text_encoder_rows)
             _, weights, conditioner, text_encoder_rows = current
             values = results[number]
             weights.set(on)
-            out = predict_all(denoiser, samples, conditioner(on & text_encoder_rows), settings.batch_size)
+            out = predict_all(denoiser, samples, conditioner(on & text_encoder_rows), batch_size)
             if kind == "full":
                 full = out
                 values["total"] = squared_distance(out, base)
@@ -219,8 +282,7 @@ def measure(denoiser: Denoiser, files: Sequence[LoraDeltas], settings: MeasureSe
     finally:
         if current is not None:
             current[1].restore()
-    effects = tuple(_file_effect(deltas, rows, values, base_power, measure_text_encoders) for (deltas, rows, _), values in zip(plan, results))
-    return Analysis(denoiser.model, settings, resolution, base_power, effects)
+    return base_power, results, batch_size
 
 
 def _is_block(deltas: LoraDeltas, row: str) -> bool:

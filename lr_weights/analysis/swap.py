@@ -41,9 +41,11 @@ class MergedWeights:
             for row in (self._on ^ target):
                 for layer, weight0, bias0, module in self._rows.get(row, ()):
                     if row in target:
-                        layer.weight.copy_(weight0.float() + module.weight(weight0.device))
+                        # Summed in float32 at least (float64 stays float64: a float64 model merges like one).
+                        compute = torch.promote_types(weight0.dtype, torch.float32)
+                        layer.weight.copy_(weight0.to(compute) + module.weight(weight0.device))
                         if module.bias is not None and bias0 is not None:
-                            layer.bias.copy_(bias0.float() + module.bias)
+                            layer.bias.copy_(bias0.to(compute) + module.bias)
                     else:
                         layer.weight.copy_(weight0)
                         if bias0 is not None:

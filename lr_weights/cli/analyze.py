@@ -41,7 +41,19 @@ def register(subparsers) -> None:
     parser.add_argument("--timesteps", default="8", metavar="T", help="timesteps spread evenly over the schedule, sample i takes the (i mod T)-th (default 8)")
     parser.add_argument("--seed", default="0", help="seed of the latents (default 0)")
     parser.add_argument("--resolution", default=None, metavar="PIXELS", help="image side in pixels (default: SD1 512, SD2 768, SDXL/FLUX 1024)")
-    parser.add_argument("--batch-size", default="4", metavar="B", help="samples per forward (default 4; lower it when memory runs out)")
+    parser.add_argument(
+        "--batch-size",
+        default="auto",
+        metavar="B",
+        help="batch rows per forward, a row being one sample under one configuration (with --block-batching several configurations share a forward); "
+        "default auto: what fits in 80%% of the free GPU memory (at most 64), 4 on CPU; lower it when memory runs out",
+    )
+    parser.add_argument(
+        "--block-batching",
+        action="store_true",
+        help="several configurations (blocks ablated, blocks alone) per forward, ΔW added beside the layers per batch row; "
+        "faster when one configuration's samples leave the device idle (few samples, small models), slower when they fill it",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (default fp32)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -100,6 +112,7 @@ def document(analysis, suggestions) -> dict:
         "model": analysis.model,
         "settings": {**asdict(analysis.settings), "prompts": list(analysis.settings.prompts), "resolution": analysis.resolution},
         "base_power": analysis.base_power,
+        "rows_per_forward": analysis.rows_per_forward,
         "files": [
             {
                 "file": effect.path,
@@ -123,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from lr_weights.analysis.suggest import format_suggestion, parse_cutoff, suggest
 
     # Everything that can be refused is refused before the model is loaded.
-    settings = parse_settings(args.samples, args.timesteps, args.seed, args.resolution, args.batch_size, args.prompt)
+    settings = parse_settings(args.samples, args.timesteps, args.seed, args.resolution, args.batch_size, args.prompt, args.block_batching)
     device, dtype = parse_device(args.device), parse_dtype(args.dtype)
     cutoff = parse_cutoff(args.suggest) if args.suggest is not None else None
     size = parse_size(args.plot_size) if args.plot else None

@@ -64,3 +64,21 @@ def random_lora(path, layers, select, rank=2, seed=0, std=0.3):
         tensors[name + ".alpha"] = torch.tensor(float(rank))
     save_file(tensors, str(path))
     return path
+
+
+def only_rows(source, target, arch, rows: Optional[Iterable[str]], grid_bits: Optional[int] = None):
+    """Copy a LoRA file with only the modules of `rows` (None: all); with `grid_bits`, every factor
+    rounded to a multiple of 2^-grid_bits, so that up·down·scale is exact in float32 (tests.tolerances.on_grid)."""
+    from tests.tolerances import on_grid
+
+    rows = None if rows is None else set(rows)
+    kept = {}
+    for key, value in load_file(str(source)).items():
+        if rows is not None and row_of(key.split(".", 1)[0], arch) not in rows:
+            continue
+        if grid_bits is not None and key.endswith((".lora_up.weight", ".lora_down.weight")):
+            value = value.clone()
+            on_grid(value, grid_bits)
+        kept[key] = value
+    save_file(kept, str(target), read_metadata(str(source)))
+    return target

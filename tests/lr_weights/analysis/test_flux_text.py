@@ -86,11 +86,13 @@ def trained(on_disk):
     return denoiser, random_lora(on_disk[0] / "trained.safetensors", denoiser.layers, lambda name: True)
 
 
+@pytest.mark.parametrize("batch_blocks", [False, True], ids=["merged", "block-batching"])
 @pytest.mark.parametrize("encoder", ["TE1", "TE3"])
-def test_only_one_text_encoder_nonzero_takes_the_whole_share(trained, tmp_path, encoder):
+def test_only_one_text_encoder_nonzero_takes_the_whole_share(trained, tmp_path, encoder, batch_blocks):
     denoiser, path = trained
     single = edit_file(path, tmp_path / "single.safetensors", denoiser.arch, keep=[encoder])
-    effect = measure(denoiser, [read_deltas(single, denoiser.layers, denoiser.arch, denoiser.model)], FEW).files[0]
+    settings = dataclasses.replace(FEW, batch_blocks=batch_blocks)
+    effect = measure(denoiser, [read_deltas(single, denoiser.layers, denoiser.arch, denoiser.model)], settings).files[0]
     shares = {b.block: b.share for b in effect.blocks}
     assert list(shares)[:2] == ["TE1", "TE3"] and len(shares) > 3  # text encoders first, then every block with modules
     # Every other row's ΔW is exactly 0: merged it is W0 bit for bit, re-encoding gives the same states,

@@ -66,6 +66,22 @@ def test_prompts_give_the_text_encoder_its_row(cli, sd1):
     assert document["files"][0]["blocks"][0]["share"] > 0
 
 
+def test_block_batching_on_the_diffusers_unet(cli, sd1):
+    """--block-batching hooks diffusers' own layers (batch first everywhere, or the hook refuses):
+    the same rows, shares summing to 1, the rows per forward asked for. Equality with the default
+    path is tested in float64 (tests/lr_weights/analysis/test_batched.py)."""
+    folder, first, second, _ = sd1
+    argv = (first, second, "--model", folder, "--prompt", "a cat")
+    default = analyse_json(cli, *argv)
+    batched = analyse_json(cli, *argv, "--block-batching", "--batch-size", "3")
+    assert batched["settings"]["batch_blocks"] is True and batched["rows_per_forward"] == 3
+    assert default["settings"]["batch_blocks"] is False
+    for got, want in zip(batched["files"], default["files"]):
+        assert [b["block"] for b in got["blocks"]] == [b["block"] for b in want["blocks"]]
+        assert sum(b["share"] for b in got["blocks"]) == pytest.approx(1.0, abs=1e-12)
+        assert got["total_effect"] > 0 and got["blocks"][0]["block"] == "TE"
+
+
 def test_table_and_files_side_by_side(cli, sd1):
     folder, first, second, _ = sd1
     result = cli("analyze", first, second, "--model", folder, *FAST)
