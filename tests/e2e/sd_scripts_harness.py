@@ -263,7 +263,10 @@ def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0) ->
     return out_dir
 
 
-def build_dataset(out_dir: Path, n_images: int = 4, seed: int = 0) -> Path:
+CAPTIONS = ("a photo of a cat", "a red car on a road", "a painting of a tree", "a dog in the snow")
+
+
+def build_dataset(out_dir: Path, n_images: int = 4, seed: int = 0, captions: Sequence[str] = CAPTIONS) -> Path:
     """kohya 'DreamBooth' layout: <out_dir>/1_subject/{i}.png + {i}.txt"""
     import numpy as np
     from PIL import Image
@@ -271,7 +274,6 @@ def build_dataset(out_dir: Path, n_images: int = 4, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     sub = Path(out_dir) / "1_subject"
     sub.mkdir(parents=True, exist_ok=True)
-    captions = ["a photo of a cat", "a red car on a road", "a painting of a tree", "a dog in the snow"]
     for i in range(n_images):
         arr = rng.integers(0, 256, size=(RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
         Image.fromarray(arr).save(sub / f"img{i}.png")
