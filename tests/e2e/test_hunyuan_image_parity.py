@@ -54,10 +54,12 @@ SINE25 = flux_harness.preset_weights("sine+.25", harness.NUM_DOUBLE)
 COSINE25 = flux_harness.preset_weights("cosine+.25", harness.NUM_SINGLE)
 SINE = flux_harness.preset_weights("sine", harness.NUM_DOUBLE)
 COSINE = flux_harness.preset_weights("cosine", harness.NUM_SINGLE)
+LINEAR = flux_harness.preset_weights("linear", harness.NUM_DOUBLE)
+REVLIN5 = flux_harness.preset_weights("reverse_linear+.5", harness.NUM_SINGLE)
 DOUBLE_DIMS = [(2, 4, 8)[i % 3] for i in range(harness.NUM_DOUBLE)]
 SINGLE_DIMS = [(8, 2, 4, 6)[i % 4] for i in range(harness.NUM_SINGLE)]
 
-# name: (candidate network_args, upstream network_args or None for "the same")
+# name: (candidate network_args, upstream network_args or None for "the same"[, extra trainer args])
 CASES = {
     # (1) plain LoRA: every Linear of the 20 double and 40 single blocks
     "plain": ([], None),
@@ -78,6 +80,14 @@ CASES = {
         ["double_block_dims=" + ",".join(map(str, DOUBLE_DIMS)), "single_block_dims=" + ",".join(map(str, SINGLE_DIMS))],
         flux_harness.upstream_block_dims_args(DOUBLE_DIMS, SINGLE_DIMS),
     ),
+    # block LR with LoRA+ (lora_up LR = unet_lr * w * ratio); linear's block 0 is at 0: no modules
+    "block_lr_loraplus": (
+        ["double_lr_weight=linear", "single_lr_weight=reverse_linear+.5", "loraplus_unet_lr_ratio=4"],
+        harness.upstream_block_lr_args(LINEAR, REVLIN5, UNET_LR, threshold=0.0) + ["loraplus_unet_lr_ratio=4"],
+    ),
+    # random forward paths must draw the same random numbers in the same order
+    "ggpo": (["ggpo_beta=0.01", "ggpo_sigma=0.03"], None),
+    "dropouts": (["rank_dropout=0.1", "module_dropout=0.1"], None, ["--network_dropout", "0.1"]),
 }
 
 # lr_weights stores merged split_qkv alphas as alpha x parts, upstream each part's alpha (on
@@ -97,10 +107,10 @@ def upstream_run(workspace):
     """Upstream's file for some network_args, trained once per module (a trainer run is ~40 s of CPU)."""
     runs = {}
 
-    def run(network_args, out_name):
-        key = tuple(network_args)
+    def run(network_args, out_name, extra_args=()):
+        key = (tuple(network_args), tuple(extra_args))
         if key not in runs:
-            runs[key] = workspace.train(UPSTREAM, network_args, out_name=out_name)
+            runs[key] = workspace.train(UPSTREAM, network_args, out_name=out_name, extra_args=extra_args)
         return runs[key]
 
     return run
@@ -145,12 +155,13 @@ def test_upstream_equivalents_change_training(workspace, upstream_run):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_upstream(workspace, upstream_run, candidate_available, case):
-    candidate_args, upstream_args = CASES[case]
+    candidate_args, upstream_args, *extra = CASES[case]
     upstream_args = candidate_args if upstream_args is None else upstream_args
-    ref = upstream_run(upstream_args, f"{case}__upstream")
+    extra_args = extra[0] if extra else ()
+    ref = upstream_run(upstream_args, f"{case}__upstream", extra_args)
     if case in ALPHA_X_PARTS:
         ref = workspace.with_split_alphas_scaled(ref)
-    got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate")
+    got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate", extra_args=extra_args)
     res, detail = harness.sd_harness.assert_same_files(
         workspace, ref, got, f"hunyuan_image {case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})"
     )
