@@ -322,58 +322,31 @@ def _env(sd_dir: Path) -> dict:
     return env
 
 
-class FluxWorkspace(sd_harness.TinyWorkspace):
+class FluxWorkspace(sd_harness.TinyModelWorkspace):
     """The tiny FLUX model files, trained by flux_train_network.py."""
 
     harness = Path(__file__).resolve()
-
-    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        super().__init__(root, sd_dir)
-        self.model = self.root / "model_flux_tiny"
+    runner = RUNNER
+    script = "flux_train_network.py"
+    model_dirname = "model_flux_tiny"
+    last_tokenizer = T5_DIRNAME
+    resolution = RESOLUTION
 
     def env(self) -> dict:
         return _env(self.sd_dir)
 
-    def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset(T5_DIRNAME)
-        if not (self.model / "tiny_config.json").exists():
-            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
-
-    def train(
-        self,
-        network_module: str,
-        network_args: Sequence[str] = (),
-        out_name: str = "lora",
-        seed: int = 42,
-        steps: int = 3,
-        learning_rate: float = 1e-3,
-        extra_args: Sequence[str] = (),
-    ) -> Path:
-        """Run sd-scripts' flux_train_network.py; return the saved LoRA .safetensors path."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "flux_train_network.py"),
+    def model_args(self, learning_rate: float) -> List[str]:
+        return [
             "--pretrained_model_name_or_path", str(self.model / "flux1-tiny-dev.safetensors"),
             "--clip_l", str(self.model / "clip_l.safetensors"),
             "--t5xxl", str(self.model / "t5xxl.safetensors"),
             "--ae", str(self.model / "ae.safetensors"),
-            "--tokenizer_cache_dir", str(self.tokenizers),
             "--t5xxl_max_token_length", str(T5_MAX_TOKENS),
-            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
             "--unet_lr", repr(learning_rate),
             "--guidance_scale", "1.0",
             "--model_prediction_type", "raw",
             "--timestep_sampling", "sigmoid",
-            *extra_args,
         ]
-        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
 
 def _main(argv: List[str]) -> None:

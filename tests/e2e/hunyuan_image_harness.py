@@ -266,58 +266,31 @@ def scale_split_alphas(src: Path, dst: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Driver side (standard library only)
 # ---------------------------------------------------------------------------------------------
-class HunyuanImageWorkspace(sd_harness.TinyWorkspace):
+class HunyuanImageWorkspace(sd_harness.TinyModelWorkspace):
     """The tiny HunyuanImage files, trained by hunyuan_image_train_network.py."""
 
     harness = Path(__file__).resolve()
-
-    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        super().__init__(root, sd_dir)
-        self.model = self.root / "model_hunyuan_image_tiny"
+    runner = RUNNER
+    script = "hunyuan_image_train_network.py"
+    model_dirname = "model_hunyuan_image_tiny"
+    last_tokenizer = BYT5_DIRNAME
+    resolution = RESOLUTION
 
     def env(self) -> dict:
         return flux._env(self.sd_dir)
 
-    def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset(BYT5_DIRNAME)
-        if not (self.model / "tiny_config.json").exists():
-            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
-
-    def train(
-        self,
-        network_module: str,
-        network_args: Sequence[str] = (),
-        out_name: str = "lora",
-        seed: int = 42,
-        steps: int = 3,
-        learning_rate: float = 1e-3,
-        extra_args: Sequence[str] = (),
-    ) -> Path:
-        """Run sd-scripts' hunyuan_image_train_network.py; return the saved LoRA .safetensors path."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sd_harness.sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "hunyuan_image_train_network.py"),
+    def model_args(self, learning_rate: float) -> List[str]:
+        return [
             "--pretrained_model_name_or_path", str(self.model / "hunyuanimage2.1-tiny.safetensors"),
             "--text_encoder", str(self.model / "qwen2.5-vl.safetensors"),
             "--byt5", str(self.model / "byt5.safetensors"),
             "--vae", str(self.model / "vae.safetensors"),
-            "--tokenizer_cache_dir", str(self.tokenizers),
-            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
             "--network_train_unet_only",
             # The text encoders are never trained for this family. On disk: sd-scripts' in-memory
             # cache keeps ocr_mask as a numpy scalar, which its collate cannot stack.
             "--cache_text_encoder_outputs_to_disk",
             "--text_encoder_cpu",
-            *extra_args,
         ]
-        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
 
     def with_split_alphas_scaled(self, upstream_file: Path) -> Path:
         """scale_split_alphas, run by the sd-scripts interpreter."""

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import os
-import sys
 from typing import Any, Callable, Dict, Iterator, Mapping
 
 try:  # imported as tests.e2e.run_hunyuan_image_sd_scripts
-    from .run_sd_scripts import run_training_script, split_argv
+    from .run_sd_scripts import run_with_tiny_config
 except ImportError:  # executed as a script (or imported by the harness): this folder is on sys.path
-    from run_sd_scripts import run_training_script, split_argv  # type: ignore[no-redef]
+    from run_sd_scripts import run_with_tiny_config  # type: ignore[no-redef]
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
@@ -154,14 +152,7 @@ def install_tiny_models(cfg: dict) -> None:
 
 
 def main() -> None:
-    opts, script, script_args = split_argv(
-        sys.argv[1:],
-        "usage: run_hunyuan_image_sd_scripts.py --tiny-config JSON -- SCRIPT [ARGS...]",
-        lambda ap: ap.add_argument("--tiny-config", required=True),
-    )
-    with open(opts.tiny_config, encoding="utf-8") as handle:
-        cfg = json.load(handle)
-    run_training_script(script, script_args, lambda: install_tiny_models(cfg))
+    run_with_tiny_config("run_hunyuan_image_sd_scripts.py", install_tiny_models)
 
 
 if __name__ == "__main__":

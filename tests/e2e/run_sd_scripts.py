@@ -54,6 +54,19 @@ def run_training_script(script: str, script_args: List[str], prepare: Callable[[
     runpy.run_path(script, run_name="__main__")
 
 
+def run_with_tiny_config(runner_name: str, install: Callable[[dict], None]) -> None:
+    """`RUNNER --tiny-config JSON -- SCRIPT ARGS...`: run SCRIPT after `install(config)` (a tiny-model
+    runner's main: it shrinks sd-scripts' hard-coded model sizes to the config from outside)."""
+    opts, script, script_args = split_argv(
+        sys.argv[1:],
+        f"usage: {runner_name} --tiny-config JSON -- SCRIPT [ARGS...]",
+        lambda ap: ap.add_argument("--tiny-config", required=True),
+    )
+    with open(opts.tiny_config, encoding="utf-8") as handle:
+        config = json.load(handle)
+    run_training_script(script, script_args, lambda: install(config))
+
+
 def patch_constants(patches: dict) -> None:
     for mod_name, consts in patches.items():
         mod = importlib.import_module(mod_name)

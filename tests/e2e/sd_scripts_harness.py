@@ -438,6 +438,59 @@ class TinyWorkspace:
         return json.loads(out.read_text())
 
 
+class TinyModelWorkspace(TinyWorkspace):
+    """One tiny model folder (with the tiny_config.json its build-model writes), trained by the
+    sd-scripts `script` through `runner`, which shrinks sd-scripts' fixed model sizes to that config
+    from outside. A family names its folder, script, runner and last-built tokenizer, and its own
+    trainer args (model files, fixed options) in `model_args`."""
+
+    runner: Path
+    script: str
+    model_dirname: str
+    last_tokenizer: str
+    resolution: int
+
+    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
+        super().__init__(root, sd_dir)
+        self.model = self.root / self.model_dirname
+
+    def ensure(self) -> None:
+        self.ensure_tokenizers_and_dataset(self.last_tokenizer)
+        if not (self.model / "tiny_config.json").exists():
+            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
+
+    def model_args(self, learning_rate: float) -> List[str]:
+        raise NotImplementedError
+
+    def train(
+        self,
+        network_module: str,
+        network_args: Sequence[str] = (),
+        out_name: str = "lora",
+        seed: int = 42,
+        steps: int = 3,
+        learning_rate: float = 1e-3,
+        extra_args: Sequence[str] = (),
+    ) -> Path:
+        """Run the family's training script; return the saved LoRA .safetensors path."""
+        self.ensure()
+        out_dir = self.root / "out" / out_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sd_python(),
+            str(self.runner),
+            "--tiny-config",
+            str(self.model / "tiny_config.json"),
+            "--",
+            str(self.sd_dir / self.script),
+            "--tokenizer_cache_dir", str(self.tokenizers),
+            *common_train_args(self.dataset, self.resolution, out_dir, out_name, network_module, seed, steps, learning_rate),
+            *self.model_args(learning_rate),
+            *extra_args,
+        ]
+        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
+
+
 class Workspace(TinyWorkspace):
     """The tiny SD1 and SDXL models, trained by train_network.py / sdxl_train_network.py."""
 
@@ -478,6 +531,43 @@ class Workspace(TinyWorkspace):
             *extra_args,
         ]
         return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
+
+
+# ---------------------------------------------------------------------------
+# Pieces of the parity tests (pytest is imported only when one is used)
+# ---------------------------------------------------------------------------
+def workdir(tmp_path_factory, name: str) -> Path:
+    """LRW_E2E_WORKDIR (reused between sessions: models are built once) or a fresh pytest folder."""
+    root = os.environ.get("LRW_E2E_WORKDIR")
+    return Path(root) if root else tmp_path_factory.mktemp(name)
+
+
+def require_candidate(module: str, env: dict, sd_dir: Path) -> str:
+    """The file the trainer's interpreter, run as the trainer is, imports `module` from; the test
+    is skipped where it cannot."""
+    import pytest
+
+    code = f"import importlib.util; s = importlib.util.find_spec({module!r}); print(s.origin if s else '')"
+    out = subprocess.run([sd_python(), "-c", code], env=env, cwd=str(sd_dir), capture_output=True, text=True)
+    origin = out.stdout.strip()
+    if not origin:
+        pytest.skip(f"{module} is not importable by {sd_python()} ({out.stderr.strip()[-300:]})")
+    return origin
+
+
+def case_args(case: Sequence) -> Tuple[List[str], List[str], List[str]]:
+    """(candidate network_args, upstream network_args or None for "the same"[, extra trainer args])
+    -> the candidate's, upstream's and the extra args."""
+    candidate, upstream, *extra = case
+    return list(candidate), list(candidate if upstream is None else upstream), list(extra[0] if extra else ())
+
+
+def assert_parity(ws: "TinyWorkspace", ref: Path, got: Path, label: str, tol: float) -> dict:
+    """assert_same_files, and the largest difference within `tol` (printed, and in LRW_E2E_REPORT)."""
+    res, detail = assert_same_files(ws, ref, got, label)
+    print(f"{label}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors")
+    assert res["max_abs_diff"] <= tol, f"{label}: max abs diff {res['max_abs_diff']:.3g} > {tol}\n{detail}"
+    return res
 
 
 def assert_same_files(ws: TinyWorkspace, a: Path, b: Path, label: str) -> Tuple[dict, str]:

@@ -22,8 +22,6 @@ Optional environment:
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -93,22 +91,13 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = os.environ.get("LRW_E2E_WORKDIR")
-    root = Path(root) if root else tmp_path_factory.mktemp("flux_e2e")
-    return harness.FluxWorkspace(root, SD_DIR)
+    return harness.FluxWorkspace(harness.sd_harness.workdir(tmp_path_factory, "flux_e2e"), SD_DIR)
 
 
 @pytest.fixture(scope="module")
 def candidate_available():
     """The candidate must be importable by the trainer's interpreter with the trainer's path."""
-    code = f"import importlib.util, sys; s = importlib.util.find_spec({CANDIDATE!r}); print(s.origin if s else '')"
-    out = subprocess.run(
-        [harness.sd_python(), "-c", code], env=harness._env(SD_DIR), cwd=str(SD_DIR), capture_output=True, text=True
-    )
-    origin = out.stdout.strip()
-    if not origin:
-        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_python()} ({out.stderr.strip()[-300:]})")
-    return origin
+    return harness.sd_harness.require_candidate(CANDIDATE, harness._env(SD_DIR), SD_DIR)
 
 
 def test_upstream_is_deterministic(workspace):
@@ -133,11 +122,7 @@ def test_upstream_block_lr_emulation_changes_training(workspace):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_upstream(workspace, candidate_available, case):
-    candidate_args, upstream_args, *extra = CASES[case]
-    upstream_args = candidate_args if upstream_args is None else upstream_args
-    extra_args = extra[0] if extra else ()
+    candidate_args, upstream_args, extra_args = harness.sd_harness.case_args(CASES[case])
     ref = workspace.train(UPSTREAM, upstream_args, out_name=f"{case}__upstream", extra_args=extra_args)
     got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate", extra_args=extra_args)
-    res, detail = harness.assert_same_files(workspace, ref, got, f"{case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})")
-    print(f"{case}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors ({candidate_available})")
-    assert res["max_abs_diff"] <= TOL, f"{case}: max abs diff {res['max_abs_diff']:.3g} > {TOL}\n{detail}"
+    harness.sd_harness.assert_parity(workspace, ref, got, f"{case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})", TOL)

@@ -31,8 +31,6 @@ Optional environment:
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -97,9 +95,7 @@ ALPHA_X_PARTS = {"split_qkv"}
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = os.environ.get("LRW_E2E_WORKDIR")
-    root = Path(root) if root else tmp_path_factory.mktemp("hunyuan_image_e2e")
-    return harness.HunyuanImageWorkspace(root, SD_DIR)
+    return harness.HunyuanImageWorkspace(harness.sd_harness.workdir(tmp_path_factory, "hunyuan_image_e2e"), SD_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +115,7 @@ def upstream_run(workspace):
 @pytest.fixture(scope="module")
 def candidate_available():
     """The candidate must be importable by the trainer's interpreter with the trainer's path."""
-    code = f"import importlib.util, sys; s = importlib.util.find_spec({CANDIDATE!r}); print(s.origin if s else '')"
-    out = subprocess.run(
-        [harness.sd_harness.sd_python(), "-c", code], env=flux_harness._env(SD_DIR), cwd=str(SD_DIR), capture_output=True, text=True
-    )
-    origin = out.stdout.strip()
-    if not origin:
-        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_harness.sd_python()} ({out.stderr.strip()[-300:]})")
-    return origin
+    return harness.sd_harness.require_candidate(CANDIDATE, flux_harness._env(SD_DIR), SD_DIR)
 
 
 def test_upstream_is_deterministic(workspace, upstream_run):
@@ -155,15 +144,10 @@ def test_upstream_equivalents_change_training(workspace, upstream_run):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_upstream(workspace, upstream_run, candidate_available, case):
-    candidate_args, upstream_args, *extra = CASES[case]
-    upstream_args = candidate_args if upstream_args is None else upstream_args
-    extra_args = extra[0] if extra else ()
+    candidate_args, upstream_args, extra_args = harness.sd_harness.case_args(CASES[case])
     ref = upstream_run(upstream_args, f"{case}__upstream", extra_args)
     if case in ALPHA_X_PARTS:
         ref = workspace.with_split_alphas_scaled(ref)
     got = workspace.train(CANDIDATE, candidate_args, out_name=f"{case}__candidate", extra_args=extra_args)
-    res, detail = harness.sd_harness.assert_same_files(
-        workspace, ref, got, f"hunyuan_image {case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})"
-    )
-    print(f"{case}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors ({candidate_available})")
-    assert res["max_abs_diff"] <= TOL, f"{case}: max abs diff {res['max_abs_diff']:.3g} > {TOL}\n{detail}"
+    label = f"hunyuan_image {case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})"
+    harness.sd_harness.assert_parity(workspace, ref, got, label, TOL)
