@@ -263,7 +263,10 @@ def build_model(arch: str, out_dir: Path, tokenizer_dir: Path, seed: int = 0) ->
     return out_dir
 
 
-def build_dataset(out_dir: Path, n_images: int = 4, seed: int = 0) -> Path:
+CAPTIONS = ("a photo of a cat", "a red car on a road", "a painting of a tree", "a dog in the snow")
+
+
+def build_dataset(out_dir: Path, n_images: int = 4, seed: int = 0, captions: Sequence[str] = CAPTIONS) -> Path:
     """kohya 'DreamBooth' layout: <out_dir>/1_subject/{i}.png + {i}.txt"""
     import numpy as np
     from PIL import Image
@@ -271,7 +274,6 @@ def build_dataset(out_dir: Path, n_images: int = 4, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     sub = Path(out_dir) / "1_subject"
     sub.mkdir(parents=True, exist_ok=True)
-    captions = ["a photo of a cat", "a red car on a road", "a painting of a tree", "a dog in the snow"]
     for i in range(n_images):
         arr = rng.integers(0, 256, size=(RESOLUTION, RESOLUTION, 3), dtype=np.uint8)
         Image.fromarray(arr).save(sub / f"img{i}.png")
@@ -588,6 +590,21 @@ class Workspace(TinyWorkspace):
             *extra_args,
         ]
         return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
+
+
+def case_args(case: Sequence) -> Tuple[List[str], List[str], List[str]]:
+    """(candidate network_args, upstream network_args or None for "the same"[, extra trainer args])
+    -> the candidate's, upstream's and the extra args."""
+    candidate, upstream, *extra = case
+    return list(candidate), list(candidate if upstream is None else upstream), list(extra[0] if extra else ())
+
+
+def assert_parity(ws: "TinyWorkspace", ref: Path, got: Path, label: str, tol: float) -> dict:
+    """assert_same_files, and the largest difference within `tol` (printed, and in LRW_E2E_REPORT)."""
+    res, detail = assert_same_files(ws, ref, got, label)
+    print(f"{label}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors")
+    assert res["max_abs_diff"] <= tol, f"{label}: max abs diff {res['max_abs_diff']:.3g} > {tol}\n{detail}"
+    return res
 
 
 def assert_same_files(ws: TinyWorkspace, a: Path, b: Path, label: str) -> Tuple[dict, str]:
