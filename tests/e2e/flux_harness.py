@@ -28,7 +28,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -282,8 +282,9 @@ def block_label(key: str) -> str:
     return "IN"
 
 
-def compare_files(a: str, b: str) -> dict:
-    """sd_scripts_harness.compare_files plus the max abs diff per block and per tensor kind."""
+def compare_files(a: str, b: str, block_of: Callable[[str], str] = block_label) -> dict:
+    """sd_scripts_harness.compare_files plus the max abs diff per block (`block_of` a key) and per
+    tensor kind."""
     from safetensors.torch import load_file
 
     res = sd_harness.compare_files(a, b)
@@ -294,14 +295,14 @@ def compare_files(a: str, b: str) -> dict:
         if ta[key].shape != tb[key].shape:
             continue
         diff = float((ta[key].double() - tb[key].double()).abs().max()) if ta[key].numel() else 0.0
-        block = block_label(key)
+        block = block_of(key)
         kind = key.split(".", 1)[1]
         by_block[block] = max(by_block.get(block, 0.0), diff)
         by_kind[kind] = max(by_kind.get(kind, 0.0), diff)
     res["max_abs_diff_by_block"] = by_block
     res["max_abs_diff_by_tensor_kind"] = by_kind
-    res["blocks_in_a"] = sorted({block_label(k) for k in ta})
-    res["blocks_in_b"] = sorted({block_label(k) for k in tb})
+    res["blocks_in_a"] = sorted({block_of(k) for k in ta})
+    res["blocks_in_b"] = sorted({block_of(k) for k in tb})
     return res
 
 
