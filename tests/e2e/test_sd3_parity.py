@@ -10,15 +10,20 @@ run_sd3_sd_scripts.py points sd-scripts' fixed model configs at them. Three fp32
 Upstream lora_sd3 has no per-block learning rates (no network_reg_lrs, no per-block dims), so only
 the block args that have an upstream equivalent are compared: weights that only prune (0, or at
 most block_lr_zero_threshold, else 1) = `train_block_indices`; one weight w for every joint block =
-upstream with unet_lr x w; one dim / alpha for every joint block = network_dim / network_alpha
-(both runs MMDiT-only, as the text encoders keep network_dim).
+upstream with unet_lr x w; one dim for every joint block = upstream's six component dims (which
+name every joint-block layer), 0 dims = `train_block_indices`; one alpha for every joint block =
+network_alpha (MMDiT-only runs). Upstream args (emb_dims, component dims, train_block_indices,
+train_t5xxl, dropouts, LoRA+, split_qkv) are compared as they are; CLIP-L and CLIP-G train in
+every case that is not MMDiT-only.
 
-Tolerance: 1e-5 (LRW_E2E_TOL), as the FLUX e2e. Both runs execute the same float32 operations in
-the same order on one thread, so equal networks give bit-identical files (what every case here
-measured: max |diff| 0); the bound only leaves room for a last-bit difference in one LR product
-(unet_lr x w against the trainer's own unet_lr x w), which AdamW's normalised update turns into a
-relative change of ~1e-16 per step, far below it, while a wrong module, rank, alpha, init or LR moves
-the tensors by at least lr x 1 (Adam's first step) = 1e-3.
+Tolerance: 1e-5 (LRW_E2E_TOL), as the FLUX e2e. Where both networks run the same float32
+operations in the same order on one thread the files are bit-identical (measured: max |diff| 0 in
+every case but two). The dropout and split_qkv forwards are the same math in another operation
+order (the LoRA scale applied on the rank side; split parts fused), so they round differently,
+by about eps32 x |value| per operation (eps32 = 1.2e-7, LoRA tensors here below 1): measured
+1.8e-7 and 2.6e-7 after three steps. 1e-5 is ~80 eps32, room for AdamW to carry such rounding over
+three steps, while a wrong module, rank, alpha, init or LR moves the tensors by about the
+learning rate 1e-3 (AdamW's first step; the LR guard below measures 2e-3 for a halved unet_lr).
 
 Optional environment:
   LRW_E2E_WORKDIR        reuse this folder for models/outputs (default: pytest tmp)
@@ -30,6 +35,7 @@ Optional environment:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -50,7 +56,8 @@ N = harness.NUM_JOINT
 
 PRUNING = [0.0 if i % 3 == 1 else 1.0 for i in range(N)]  # blocks 1, 4, ..., 22: no modules
 BELOW_03 = [0.25 if i in (0, 7, 12, 23) else 1.0 for i in range(N)]  # pruned by threshold 0.3
-DIMS_WITH_ZEROS = [0 if i in (2, 3, 20) else 8 for i in range(N)]
+DIMS_WITH_ZEROS = [0 if i in (2, 3, 20) else 4 for i in range(N)]  # 4 = network_dim
+COMPONENT_DIMS_4 = [f"{part}_{kind}_dim=4" for part in ("context", "x") for kind in ("attn", "mlp", "mod")]
 UNET_ONLY = ["--network_train_unet_only"]
 
 
@@ -78,13 +85,21 @@ CASES = {
     "uniform_weight": (["joint_lr_weight=0.5"], [], [], [], UNET_LR * 0.5),
     "uniform_preset": (["joint_lr_weight=zeros+.25"], [], [], [], UNET_LR * 0.25),
     "uniform_weight_loraplus": (["joint_lr_weight=0.5", "loraplus_unet_lr_ratio=4"], ["loraplus_unet_lr_ratio=4"], [], [], UNET_LR * 0.5),
-    # (4) one dim / alpha per joint block -> network_dim / network_alpha (MMDiT only); 0 prunes
-    "block_dims": (["joint_block_dims=" + _csv([8] * N), "joint_block_alphas=" + _csv([2.0] * N)], [], UNET_ONLY, ["--network_dim", "8", "--network_alpha", "2"], UNET_LR),
-    "block_dims_component_dim": (["joint_block_dims=" + _csv([8] * N), "x_mlp_dim=2"], ["x_mlp_dim=2"], UNET_ONLY, ["--network_dim", "8"], UNET_LR),
+    # (4) one dim per joint block -> upstream's six component dims (they name every joint-block
+    # layer); TE modules keep network_dim 8 on both sides (they are made, and draw their init,
+    # even when unused, so their shapes must agree). One alpha -> network_alpha (MMDiT only: the
+    # unused TE modules' alphas differ). 0 dims prune like train_block_indices.
+    "block_dims": (["joint_block_dims=" + _csv([4] * N)], COMPONENT_DIMS_4, ["--network_dim", "8"], [], UNET_LR),
+    "block_dims_component_dim": (
+        ["joint_block_dims=" + _csv([4] * N), "x_mlp_dim=2"],
+        [a for a in COMPONENT_DIMS_4 if not a.startswith("x_mlp_dim=")] + ["x_mlp_dim=2"],
+        ["--network_dim", "8"], [], UNET_LR,
+    ),
+    "block_alphas": (["joint_block_alphas=" + _csv([2.0] * N)], [], UNET_ONLY, ["--network_alpha", "2"], UNET_LR),
     "block_dims_zeros": (
         ["joint_block_dims=" + _csv(DIMS_WITH_ZEROS)],
         ["train_block_indices=" + harness.kept_block_indices(DIMS_WITH_ZEROS)],
-        UNET_ONLY, ["--network_dim", "8"], UNET_LR,
+        [], [], UNET_LR,
     ),
     # random forward paths must draw the same random numbers in the same order
     "dropouts": (["rank_dropout=0.1", "module_dropout=0.1"], None, ["--network_dropout", "0.1"], [], UNET_LR),
@@ -140,3 +155,25 @@ def test_parity_with_upstream(workspace, candidate_available, case):
     res, detail = harness.assert_same_files(workspace, ref, got, f"sd3 {case}: {UPSTREAM} vs {CANDIDATE} ({candidate_available})")
     print(f"{case}: max abs diff {res['max_abs_diff']:.3g} over {res['n_keys_a']} tensors ({candidate_available})")
     assert res["max_abs_diff"] <= TOL, f"{case}: max abs diff {res['max_abs_diff']:.3g} > {TOL}\n{detail}"
+
+
+def test_split_qkv_with_upstream(workspace, candidate_available):
+    """(5) split_qkv: the same q/k/v factors, saved merged as upstream; the merged alpha of each
+    joint-block qkv module is saved x 3 on purpose (docs/sd3.md: upstream keeps the per-part alpha,
+    so a loader, dividing by the merged rank 3 x dim, applies a third of what was trained)."""
+    from safetensors.torch import load_file
+
+    ref = workspace.train(UPSTREAM, ["split_qkv=True"], out_name="split_qkv__upstream")
+    got = workspace.train(CANDIDATE, ["split_qkv=True"], out_name="split_qkv__candidate")
+    harness.assert_same_files(workspace, ref, got, f"sd3 split_qkv (all tensors): {UPSTREAM} vs {CANDIDATE}")
+    ta, tb = load_file(str(ref)), load_file(str(got))
+    merged_alphas = {k for k in ta if k.startswith("lora_unet_joint_blocks_") and k.endswith("qkv.alpha")}
+    assert len(merged_alphas) == 2 * N + 13  # context + x attn per block, x attn2 in blocks 0-12
+    for key in merged_alphas:
+        assert float(tb[key]) == 3 * float(ta[key]), key
+    worst = max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta if k not in merged_alphas)
+    report = os.environ.get("LRW_E2E_REPORT")
+    if report:
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"case": "sd3 split_qkv (all but the merged alphas)", "max_abs_diff": worst, "keys": len(ta) - len(merged_alphas)}) + "\n")
+    assert worst <= TOL, f"split_qkv: max abs diff {worst:.3g} > {TOL}"
