@@ -235,10 +235,17 @@ def tiny_config(tokenizer_dir: Path) -> Dict[str, Dict[str, object]]:
     return cfg
 
 
+def save_model(model, path: Path, prefix: str = "", drop: Sequence[str] = ()) -> None:
+    """A model's state dict as a safetensors file: keys with `prefix`, without `drop`."""
+    from safetensors.torch import save_file
+
+    tensors = {prefix + k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k not in drop}
+    save_file(tensors, str(path))
+
+
 def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     """Random tiny FLUX.1-dev (BFL keys), CLIP-L, T5 and AE safetensors + tiny_config.json."""
     import torch
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from library import flux_models
@@ -251,15 +258,10 @@ def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     ae = flux_models.AutoEncoder(flux_models.AutoEncoderParams(**cfg["ae"]))
     clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
     t5 = T5EncoderModel(T5Config(**cfg["t5"]))
-    def contiguous(sd):
-        return {k: v.detach().contiguous().clone() for k, v in sd.items()}
-
-    save_file(contiguous(flux.state_dict()), str(out_dir / "flux1-tiny-dev.safetensors"))
-    save_file(contiguous(ae.state_dict()), str(out_dir / "ae.safetensors"))
-    save_file(contiguous(clip.state_dict()), str(out_dir / "clip_l.safetensors"))
-    t5_sd = contiguous(t5.state_dict())
-    t5_sd.pop("encoder.embed_tokens.weight", None)  # tied to "shared", as in T5-XXL files
-    save_file(t5_sd, str(out_dir / "t5xxl.safetensors"))
+    save_model(flux, out_dir / "flux1-tiny-dev.safetensors")
+    save_model(ae, out_dir / "ae.safetensors")
+    save_model(clip, out_dir / "clip_l.safetensors")
+    save_model(t5, out_dir / "t5xxl.safetensors", drop=("encoder.embed_tokens.weight",))  # tied to "shared", as in T5-XXL files
     (out_dir / "tiny_config.json").write_text(json.dumps(cfg, indent=1))
     return out_dir
 
@@ -324,13 +326,19 @@ def _env(sd_dir: Path) -> dict:
 
 
 class FluxWorkspace(sd_harness.TinyWorkspace):
-    """The tiny FLUX model files, trained by flux_train_network.py."""
+    """The tiny FLUX model files, trained by flux_train_network.py through run_flux_sd_scripts.py.
+    Other families with a tiny_config.json runner (sd3_harness) change the class attributes and
+    the two argument lists."""
 
     harness = Path(__file__).resolve()
+    runner = RUNNER
+    script = "flux_train_network.py"
+    model_dirname = "model_flux_tiny"
+    resolution = RESOLUTION
 
     def __init__(self, root: Path, sd_dir: Optional[Path] = None):
         super().__init__(root, sd_dir)
-        self.model = self.root / "model_flux_tiny"
+        self.model = self.root / self.model_dirname
 
     def env(self) -> dict:
         return _env(self.sd_dir)
@@ -339,6 +347,21 @@ class FluxWorkspace(sd_harness.TinyWorkspace):
         self.ensure_tokenizers_and_dataset(T5_DIRNAME)
         if not (self.model / "tiny_config.json").exists():
             self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
+
+    def model_args(self) -> List[str]:
+        """The trainer's model files and tokenizers."""
+        return [
+            "--pretrained_model_name_or_path", str(self.model / "flux1-tiny-dev.safetensors"),
+            "--clip_l", str(self.model / "clip_l.safetensors"),
+            "--t5xxl", str(self.model / "t5xxl.safetensors"),
+            "--ae", str(self.model / "ae.safetensors"),
+            "--tokenizer_cache_dir", str(self.tokenizers),
+            "--t5xxl_max_token_length", str(T5_MAX_TOKENS),
+        ]
+
+    def family_args(self) -> List[str]:
+        """The family's own training args (after the common ones)."""
+        return ["--guidance_scale", "1.0", "--model_prediction_type", "raw", "--timestep_sampling", "sigmoid"]
 
     def train(
         self,
@@ -349,29 +372,24 @@ class FluxWorkspace(sd_harness.TinyWorkspace):
         steps: int = 3,
         learning_rate: float = 1e-3,
         extra_args: Sequence[str] = (),
+        unet_lr: Optional[float] = None,
     ) -> Path:
-        """Run sd-scripts' flux_train_network.py; return the saved LoRA .safetensors path."""
+        """Run the training script; return the saved LoRA .safetensors path. The text encoders
+        train at `learning_rate`, the flow model at `unet_lr` (default: the same)."""
         self.ensure()
         out_dir = self.root / "out" / out_name
         out_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             sd_python(),
-            str(RUNNER),
+            str(self.runner),
             "--tiny-config",
             str(self.model / "tiny_config.json"),
             "--",
-            str(self.sd_dir / "flux_train_network.py"),
-            "--pretrained_model_name_or_path", str(self.model / "flux1-tiny-dev.safetensors"),
-            "--clip_l", str(self.model / "clip_l.safetensors"),
-            "--t5xxl", str(self.model / "t5xxl.safetensors"),
-            "--ae", str(self.model / "ae.safetensors"),
-            "--tokenizer_cache_dir", str(self.tokenizers),
-            "--t5xxl_max_token_length", str(T5_MAX_TOKENS),
-            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
-            "--unet_lr", repr(learning_rate),
-            "--guidance_scale", "1.0",
-            "--model_prediction_type", "raw",
-            "--timestep_sampling", "sigmoid",
+            str(self.sd_dir / self.script),
+            *self.model_args(),
+            *sd_harness.common_train_args(self.dataset, self.resolution, out_dir, out_name, network_module, seed, steps, learning_rate),
+            "--unet_lr", repr(learning_rate if unet_lr is None else unet_lr),
+            *self.family_args(),
             *extra_args,
         ]
         return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)

@@ -18,13 +18,11 @@ Everything else (trainer, strategies, network module) is the real code.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 
 try:  # imported as tests.e2e.run_flux_sd_scripts
-    from .run_sd_scripts import run_training_script, split_argv
+    from .run_sd_scripts import main_with_tiny_config
 except ImportError:  # executed as a script: this folder is sys.path[0]
-    from run_sd_scripts import run_training_script, split_argv  # type: ignore[no-redef]
+    from run_sd_scripts import main_with_tiny_config  # type: ignore[no-redef]
 
 
 def _load_state_dict(ckpt_path, dtype, device, state_dict):
@@ -82,14 +80,7 @@ def install_tiny_models(cfg: dict) -> None:
 
 
 def main() -> None:
-    opts, script, script_args = split_argv(
-        sys.argv[1:],
-        "usage: run_flux_sd_scripts.py --tiny-config JSON -- SCRIPT [ARGS...]",
-        lambda ap: ap.add_argument("--tiny-config", required=True),
-    )
-    with open(opts.tiny_config, encoding="utf-8") as handle:
-        cfg = json.load(handle)
-    run_training_script(script, script_args, lambda: install_tiny_models(cfg))
+    main_with_tiny_config("run_flux_sd_scripts.py", install_tiny_models)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,19 @@ def run_training_script(script: str, script_args: List[str], prepare: Callable[[
     runpy.run_path(script, run_name="__main__")
 
 
+def main_with_tiny_config(runner: str, install: Callable[[dict], None]) -> None:
+    """`runner --tiny-config JSON -- SCRIPT ARGS...`: `install(config)` (the config file's JSON,
+    which the family's harness wrote), then the training script."""
+    opts, script, script_args = split_argv(
+        sys.argv[1:],
+        f"usage: {runner} --tiny-config JSON -- SCRIPT [ARGS...]",
+        lambda ap: ap.add_argument("--tiny-config", required=True),
+    )
+    with open(opts.tiny_config, encoding="utf-8") as handle:
+        cfg = json.load(handle)
+    run_training_script(script, script_args, lambda: install(cfg))
+
+
 def patch_constants(patches: dict) -> None:
     for mod_name, consts in patches.items():
         mod = importlib.import_module(mod_name)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "run_sd3_sd_scripts.py"
@@ -135,7 +135,6 @@ def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     """Random tiny SD3.5 medium MMDiT (`model.diffusion_model.` keys), CLIP-L, CLIP-G, T5 and VAE
     safetensors + tiny_config.json."""
     import torch
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from library import sd3_models
@@ -154,16 +153,11 @@ def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**cfg["clip_g"]))
     t5 = T5EncoderModel(T5Config(**cfg["t5"]))
 
-    def contiguous(sd, prefix=""):
-        return {prefix + k: v.detach().contiguous().clone() for k, v in sd.items()}
-
-    save_file(contiguous(mmdit.state_dict(), "model.diffusion_model."), str(out_dir / "sd3.5-tiny-medium.safetensors"))
-    save_file(contiguous(vae.state_dict()), str(out_dir / "vae.safetensors"))
-    save_file(contiguous(clip_l.state_dict()), str(out_dir / "clip_l.safetensors"))
-    save_file(contiguous(clip_g.state_dict()), str(out_dir / "clip_g.safetensors"))
-    t5_sd = contiguous(t5.state_dict())
-    t5_sd.pop("encoder.embed_tokens.weight", None)  # tied to "shared", as in T5-XXL files
-    save_file(t5_sd, str(out_dir / "t5xxl.safetensors"))
+    flux_harness.save_model(mmdit, out_dir / "sd3.5-tiny-medium.safetensors", prefix="model.diffusion_model.")
+    flux_harness.save_model(vae, out_dir / "vae.safetensors")
+    flux_harness.save_model(clip_l, out_dir / "clip_l.safetensors")
+    flux_harness.save_model(clip_g, out_dir / "clip_g.safetensors")
+    flux_harness.save_model(t5, out_dir / "t5xxl.safetensors", drop=("encoder.embed_tokens.weight",))  # tied to "shared"
     (out_dir / "tiny_config.json").write_text(json.dumps(cfg, indent=1))
     return out_dir
 
@@ -180,46 +174,18 @@ sd_python = sd_harness.sd_python
 assert_same_files = sd_harness.assert_same_files
 
 
-class Sd3Workspace(sd_harness.TinyWorkspace):
-    """The tiny SD3.5 medium model files, trained by sd3_train_network.py."""
+class Sd3Workspace(flux_harness.FluxWorkspace):
+    """The tiny SD3.5 medium model files, trained by sd3_train_network.py through
+    run_sd3_sd_scripts.py (the same tokenizers, dataset and flow as the FLUX workspace)."""
 
     harness = Path(__file__).resolve()
+    runner = RUNNER
+    script = "sd3_train_network.py"
+    model_dirname = "model_sd3_tiny"
+    resolution = RESOLUTION
 
-    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        super().__init__(root, sd_dir)
-        self.model = self.root / "model_sd3_tiny"
-
-    def env(self) -> dict:
-        return flux_harness._env(self.sd_dir)
-
-    def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset(flux_harness.T5_DIRNAME)
-        if not (self.model / "tiny_config.json").exists():
-            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
-
-    def train(
-        self,
-        network_module: str,
-        network_args: Sequence[str] = (),
-        out_name: str = "lora",
-        seed: int = 42,
-        steps: int = 3,
-        learning_rate: float = 1e-3,
-        unet_lr: Optional[float] = None,
-        extra_args: Sequence[str] = (),
-    ) -> Path:
-        """Run sd-scripts' sd3_train_network.py; return the saved LoRA .safetensors path. The text
-        encoders train at `learning_rate`, the MMDiT at `unet_lr` (default: the same)."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "sd3_train_network.py"),
+    def model_args(self) -> List[str]:
+        return [
             "--pretrained_model_name_or_path", str(self.model / "sd3.5-tiny-medium.safetensors"),
             "--clip_l", str(self.model / "clip_l.safetensors"),
             "--clip_g", str(self.model / "clip_g.safetensors"),
@@ -227,11 +193,10 @@ class Sd3Workspace(sd_harness.TinyWorkspace):
             "--vae", str(self.model / "vae.safetensors"),
             "--tokenizer_cache_dir", str(self.tokenizers),
             "--t5xxl_max_token_length", str(T5_MAX_TOKENS),
-            *sd_harness.common_train_args(self.dataset, RESOLUTION, out_dir, out_name, network_module, seed, steps, learning_rate),
-            "--unet_lr", repr(learning_rate if unet_lr is None else unet_lr),
-            *extra_args,
         ]
-        return self.run_trainer(cmd, out_dir, out_name, network_module, network_args)
+
+    def family_args(self) -> List[str]:
+        return []
 
 
 def _main(argv: List[str]) -> None:

@@ -404,6 +404,18 @@ class TinyWorkspace:
     def call_harness(self, args: Sequence[str]) -> None:
         _run([sd_python(), str(self.harness), *args], self.sd_dir, self.env())
 
+    def require_module(self, module: str) -> str:
+        """Where the trainer's interpreter, with the trainer's path, finds `module`; the calling
+        test is skipped when it finds none."""
+        code = f"import importlib.util; s = importlib.util.find_spec({module!r}); print(s.origin if s else '')"
+        out = subprocess.run([sd_python(), "-c", code], env=self.env(), cwd=str(self.sd_dir), capture_output=True, text=True)
+        origin = out.stdout.strip()
+        if not origin:
+            import pytest
+
+            pytest.skip(f"{module} is not importable by {sd_python()} ({out.stderr.strip()[-300:]})")
+        return origin
+
     def ensure_tokenizers_and_dataset(self, last_tokenizer: str) -> None:
         if not (self.tokenizers / last_tokenizer).exists():
             self.call_harness(["build-tokenizers", str(self.tokenizers)])

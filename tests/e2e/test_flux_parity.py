@@ -22,7 +22,6 @@ Optional environment:
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,16 +98,9 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def candidate_available():
+def candidate_available(workspace):
     """The candidate must be importable by the trainer's interpreter with the trainer's path."""
-    code = f"import importlib.util, sys; s = importlib.util.find_spec({CANDIDATE!r}); print(s.origin if s else '')"
-    out = subprocess.run(
-        [harness.sd_python(), "-c", code], env=harness._env(SD_DIR), cwd=str(SD_DIR), capture_output=True, text=True
-    )
-    origin = out.stdout.strip()
-    if not origin:
-        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_python()} ({out.stderr.strip()[-300:]})")
-    return origin
+    return workspace.require_module(CANDIDATE)
 
 
 def test_upstream_is_deterministic(workspace):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,16 +113,9 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def candidate_available():
+def candidate_available(workspace):
     """The candidate must be importable by the trainer's interpreter with the trainer's path."""
-    code = f"import importlib.util, sys; s = importlib.util.find_spec({CANDIDATE!r}); print(s.origin if s else '')"
-    out = subprocess.run(
-        [harness.sd_python(), "-c", code], env=harness.Sd3Workspace(Path("."), SD_DIR).env(), cwd=str(SD_DIR), capture_output=True, text=True
-    )
-    origin = out.stdout.strip()
-    if not origin:
-        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_python()} ({out.stderr.strip()[-300:]})")
-    return origin
+    return workspace.require_module(CANDIDATE)
 
 
 def test_upstream_is_deterministic(workspace):
