@@ -9,9 +9,9 @@ configs. Before the training script runs (unchanged, as `__main__` in this proce
 directory) this wrapper points those at the tiny sizes in tiny_config.json:
 
 * `sd3_models.create_sd3_mmdit`: builds the MMDiT upstream's way for the checkpoint's width (64 x
-  depth 1), then gives it the real number of joint blocks (`mmdit.depth`): upstream's own
-  MMDiTBlock, with the arguments MMDiT passed to its first block, the last one `pre_only` and
-  `x_block_self_attn` where the checkpoint has `attn2`, as MMDiT does;
+  depth 1), then gives it the real number of joint blocks (tiny_config's `mmdit.depth`):
+  upstream's own MMDiTBlock, with the arguments MMDiT passed to its first block, the last one
+  `pre_only` and `x_block_self_attn` where the checkpoint has `attn2`, as MMDiT does;
 * `sd3_models.VAEEncoder` / `VAEDecoder`: upstream's classes with a narrower `ch`, `ch_mult` and
   `num_res_blocks` (SDVAE builds them with defaults);
 * `sd3_utils.load_clip_l` / `load_clip_g`: same signature, but a tiny CLIPTextModelWithProjection

@@ -47,7 +47,6 @@ T5_MAX_TOKENS = 32
 NUM_JOINT = 24  # SD3.5 medium (and SD3 medium)
 X_SELF_ATTN_LAYERS = list(range(13))  # SD3.5 medium's x_block.attn2 blocks
 WIDTH_DEPTH = 1  # sd-scripts' width is 64 x depth: hidden 64, one head
-CLIP_HIDDEN = 32
 T5_D_MODEL = 4096  # sd-scripts pads the CLIP states to a literal 4096 and concatenates T5's
 
 _CLIP = dict(flux_harness.TINY_CONFIG["clip"])  # quick_gelu, eos id 2 (argmax pooling), as sd3_utils
