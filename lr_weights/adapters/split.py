@@ -196,7 +196,11 @@ class SplitLoRAModule(LoRAModule):
         pairs = self.factor_pairs()
         if any(down.grad is None or up.grad is None for down, up in pairs):
             return
-        # Under autocast as upstream (on a CPU that means bfloat16 products).
+        # Under autocast as upstream (on a CPU that means bfloat16 products). A conv module's
+        # factors (SD3's x_embedder with emb_dims) are matrices once flattened past the first
+        # dimension, as ΔW is; a Linear's already are (flatten(1) is then the tensor itself).
         with torch.autocast(pairs[0][0].device.type):
-            approx = torch.cat([self.scale * (up @ down.grad + up.grad @ down) for down, up in pairs], dim=0)
+            approx = torch.cat(
+                [self.scale * (up.flatten(1) @ down.grad.flatten(1) + up.grad.flatten(1) @ down.flatten(1)) for down, up in pairs], dim=0
+            )
             self.grad_norms = torch.norm(approx, dim=1, keepdim=True)

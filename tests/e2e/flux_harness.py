@@ -27,7 +27,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -234,10 +234,17 @@ def tiny_config(tokenizer_dir: Path) -> Dict[str, Dict[str, object]]:
     return cfg
 
 
+def save_model(model, path: Path, prefix: str = "", drop: Sequence[str] = ()) -> None:
+    """A model's state dict as a safetensors file: keys with `prefix`, without `drop`."""
+    from safetensors.torch import save_file
+
+    tensors = {prefix + k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k not in drop}
+    save_file(tensors, str(path))
+
+
 def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     """Random tiny FLUX.1-dev (BFL keys), CLIP-L, T5 and AE safetensors + tiny_config.json."""
     import torch
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from library import flux_models
@@ -250,15 +257,10 @@ def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     ae = flux_models.AutoEncoder(flux_models.AutoEncoderParams(**cfg["ae"]))
     clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
     t5 = T5EncoderModel(T5Config(**cfg["t5"]))
-    def contiguous(sd):
-        return {k: v.detach().contiguous().clone() for k, v in sd.items()}
-
-    save_file(contiguous(flux.state_dict()), str(out_dir / "flux1-tiny-dev.safetensors"))
-    save_file(contiguous(ae.state_dict()), str(out_dir / "ae.safetensors"))
-    save_file(contiguous(clip.state_dict()), str(out_dir / "clip_l.safetensors"))
-    t5_sd = contiguous(t5.state_dict())
-    t5_sd.pop("encoder.embed_tokens.weight", None)  # tied to "shared", as in T5-XXL files
-    save_file(t5_sd, str(out_dir / "t5xxl.safetensors"))
+    save_model(flux, out_dir / "flux1-tiny-dev.safetensors")
+    save_model(ae, out_dir / "ae.safetensors")
+    save_model(clip, out_dir / "clip_l.safetensors")
+    save_model(t5, out_dir / "t5xxl.safetensors", drop=("encoder.embed_tokens.weight",))  # tied to "shared", as in T5-XXL files
     (out_dir / "tiny_config.json").write_text(json.dumps(cfg, indent=1))
     return out_dir
 
@@ -281,9 +283,10 @@ def block_label(key: str) -> str:
     return "IN"
 
 
-def compare_files(a: str, b: str) -> dict:
-    """sd_scripts_harness.compare_files plus the max abs diff per block and per tensor kind."""
-    return sd_harness.compare_files_by_block(a, b, block_label)
+def compare_files(a: str, b: str, block_of: Callable[[str], str] = block_label) -> dict:
+    """sd_scripts_harness.compare_files plus the max abs diff per block (`block_of` a key) and per
+    tensor kind."""
+    return sd_harness.compare_files_by_block(a, b, block_of)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +301,9 @@ _env = sd_harness.candidate_first_env
 
 
 class FluxWorkspace(sd_harness.RunnerWorkspace):
-    """The tiny FLUX model files, trained by flux_train_network.py."""
+    """The tiny FLUX model files, trained by flux_train_network.py through run_flux_sd_scripts.py.
+    SD3 (sd3_harness) shares its encoders and tokenizers: it changes the class attributes and the
+    two argument lists."""
 
     harness = Path(__file__).resolve()
     runner = RUNNER

@@ -17,8 +17,8 @@ Everything else (trainer, strategies, network module) is the real code.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
+import dataclasses
 
 try:  # imported as tests.e2e.run_flux_sd_scripts
     from .run_sd_scripts import run_with_tiny_config
@@ -37,8 +37,32 @@ def _load_state_dict(ckpt_path, dtype, device, state_dict):
     return sd
 
 
+def load_tiny(model, state_dict, dtype, label: str, may_miss=()):
+    """Load a tiny model's checkpoint: every key must match, except those in `may_miss`."""
+    info = model.load_state_dict(state_dict, strict=False)
+    if info.unexpected_keys or set(info.missing_keys) - set(may_miss):
+        raise RuntimeError(f"tiny {label} checkpoint mismatch: {info}")
+    if dtype is not None:
+        model = model.to(dtype)
+    print(f"LRW_E2E tiny {label} loaded: {info}", flush=True)
+    return model
+
+
+def tiny_t5_loader(t5_config: dict):
+    """flux_utils.load_t5xxl's signature (sd3_utils calls it too), building a tiny T5EncoderModel."""
+    from transformers import T5Config, T5EncoderModel
+
+    def load_t5xxl(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
+        # Only the tied input embedding may be absent from the file (it is "shared").
+        t5 = T5EncoderModel(T5Config(**t5_config))
+        sd = _load_state_dict(ckpt_path, dtype, device, state_dict)
+        return load_tiny(t5, sd, dtype, "T5", may_miss=("encoder.embed_tokens.weight",))
+
+    return load_t5xxl
+
+
 def install_tiny_models(cfg: dict) -> None:
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     from library import flux_models, flux_utils
 
@@ -50,25 +74,10 @@ def install_tiny_models(cfg: dict) -> None:
 
     def load_clip_l(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
         clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
-        info = clip.load_state_dict(_load_state_dict(ckpt_path, dtype, device, state_dict), strict=True)
-        if dtype is not None:
-            clip = clip.to(dtype)
-        print(f"LRW_E2E tiny CLIP-L loaded: {info}", flush=True)
-        return clip
-
-    def load_t5xxl(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
-        t5 = T5EncoderModel(T5Config(**cfg["t5"]))
-        info = t5.load_state_dict(_load_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
-        # Only the tied input embedding may be absent from the file (it is "shared").
-        if info.unexpected_keys or set(info.missing_keys) - {"encoder.embed_tokens.weight"}:
-            raise RuntimeError(f"tiny T5 checkpoint mismatch: {info}")
-        if dtype is not None:
-            t5 = t5.to(dtype)
-        print(f"LRW_E2E tiny T5 loaded: {info}", flush=True)
-        return t5
+        return load_tiny(clip, _load_state_dict(ckpt_path, dtype, device, state_dict), dtype, "CLIP-L")
 
     flux_utils.load_clip_l = load_clip_l
-    flux_utils.load_t5xxl = load_t5xxl
+    flux_utils.load_t5xxl = tiny_t5_loader(cfg["t5"])
 
 
 def main() -> None:

@@ -529,8 +529,10 @@ class RunnerWorkspace(TinyWorkspace):
         steps: int = 3,
         learning_rate: float = 1e-3,
         extra_args: Sequence[str] = (),
+        unet_lr: Optional[float] = None,
     ) -> Path:
-        """Run the training script; return the saved LoRA .safetensors path."""
+        """Run the training script; return the saved LoRA .safetensors path. The text encoders
+        train at `learning_rate`, the DiT at `unet_lr` (default: the same)."""
         self.ensure()
         out_dir = self.root / "out" / out_name
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -543,7 +545,7 @@ class RunnerWorkspace(TinyWorkspace):
             str(self.sd_dir / self.script),
             *self.model_args(),
             *common_train_args(self.dataset, self.resolution, out_dir, out_name, network_module, seed, steps, learning_rate),
-            "--unet_lr", repr(learning_rate),
+            "--unet_lr", repr(learning_rate if unet_lr is None else unet_lr),
             *self.family_args(),
             *extra_args,
         ]
