@@ -28,7 +28,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -187,12 +187,11 @@ T5_WORDS = (
 ).split()
 
 
-def build_t5_tokenizer(out_dir: Path) -> Path:
-    """A small offline T5 tokenizer (Unigram + Metaspace, like T5's) saved where sd-scripts looks."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+def unigram_pieces(specials: Sequence[str]) -> List[Tuple[str, float]]:
+    """Unigram vocabulary for a small offline SentencePiece-style tokenizer: `specials` first (ids
+    0, 1, ...), then the caption words (with and without the word-start mark) and single characters,
+    so every caption the harness writes tokenizes without <unk>."""
+    pieces = [(special, 0.0) for special in specials]
     seen = {p for p, _ in pieces}
     for word in T5_WORDS:
         for piece in ("\u2581" + word, word):
@@ -205,6 +204,15 @@ def build_t5_tokenizer(out_dir: Path) -> Path:
                 pieces.append((piece, -100.0 - len(pieces)))
                 seen.add(piece)
     pieces.append(("\u2581", -200.0))
+    return pieces
+
+
+def build_t5_tokenizer(out_dir: Path) -> Path:
+    """A small offline T5 tokenizer (Unigram + Metaspace, like T5's) saved where sd-scripts looks."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = unigram_pieces(("<pad>", "</s>", "<unk>"))
     tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
@@ -235,10 +243,24 @@ def tiny_config(tokenizer_dir: Path) -> Dict[str, Dict[str, object]]:
     return cfg
 
 
+def tiny_ae(ae_cfg: Dict[str, object]):
+    """sd-scripts' FLUX AutoEncoder (also Lumina 2's) at the tiny sizes of `ae_cfg` (TINY_CONFIG["ae"])."""
+    from library import flux_models
+
+    return flux_models.AutoEncoder(flux_models.AutoEncoderParams(**ae_cfg))
+
+
+def save_module(module, path: Path, drop: Sequence[str] = ()) -> None:
+    """A module's state dict (contiguous copies, without the keys in `drop`) as safetensors."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items() if k not in drop}
+    save_file(state, str(path))
+
+
 def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     """Random tiny FLUX.1-dev (BFL keys), CLIP-L, T5 and AE safetensors + tiny_config.json."""
     import torch
-    from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from library import flux_models
@@ -248,18 +270,14 @@ def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     cfg = tiny_config(tokenizer_dir)
     torch.manual_seed(seed)
     flux = flux_models.Flux(flux_models.FluxParams(**cfg["flux"]))
-    ae = flux_models.AutoEncoder(flux_models.AutoEncoderParams(**cfg["ae"]))
+    ae = tiny_ae(cfg["ae"])
     clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
     t5 = T5EncoderModel(T5Config(**cfg["t5"]))
-    def contiguous(sd):
-        return {k: v.detach().contiguous().clone() for k, v in sd.items()}
-
-    save_file(contiguous(flux.state_dict()), str(out_dir / "flux1-tiny-dev.safetensors"))
-    save_file(contiguous(ae.state_dict()), str(out_dir / "ae.safetensors"))
-    save_file(contiguous(clip.state_dict()), str(out_dir / "clip_l.safetensors"))
-    t5_sd = contiguous(t5.state_dict())
-    t5_sd.pop("encoder.embed_tokens.weight", None)  # tied to "shared", as in T5-XXL files
-    save_file(t5_sd, str(out_dir / "t5xxl.safetensors"))
+    save_module(flux, out_dir / "flux1-tiny-dev.safetensors")
+    save_module(ae, out_dir / "ae.safetensors")
+    save_module(clip, out_dir / "clip_l.safetensors")
+    # tied to "shared", as in T5-XXL files
+    save_module(t5, out_dir / "t5xxl.safetensors", drop=("encoder.embed_tokens.weight",))
     (out_dir / "tiny_config.json").write_text(json.dumps(cfg, indent=1))
     return out_dir
 
@@ -282,8 +300,9 @@ def block_label(key: str) -> str:
     return "IN"
 
 
-def compare_files(a: str, b: str) -> dict:
-    """sd_scripts_harness.compare_files plus the max abs diff per block and per tensor kind."""
+def compare_files(a: str, b: str, label: Callable[[str], str] = block_label) -> dict:
+    """sd_scripts_harness.compare_files plus the max abs diff per block (`label` of a key) and per
+    tensor kind."""
     from safetensors.torch import load_file
 
     res = sd_harness.compare_files(a, b)
@@ -294,14 +313,14 @@ def compare_files(a: str, b: str) -> dict:
         if ta[key].shape != tb[key].shape:
             continue
         diff = float((ta[key].double() - tb[key].double()).abs().max()) if ta[key].numel() else 0.0
-        block = block_label(key)
+        block = label(key)
         kind = key.split(".", 1)[1]
         by_block[block] = max(by_block.get(block, 0.0), diff)
         by_kind[kind] = max(by_kind.get(kind, 0.0), diff)
     res["max_abs_diff_by_block"] = by_block
     res["max_abs_diff_by_tensor_kind"] = by_kind
-    res["blocks_in_a"] = sorted({block_label(k) for k in ta})
-    res["blocks_in_b"] = sorted({block_label(k) for k in tb})
+    res["blocks_in_a"] = sorted({label(k) for k in ta})
+    res["blocks_in_b"] = sorted({label(k) for k in tb})
     return res
 
 

@@ -27,7 +27,8 @@ except ImportError:  # executed as a script: this folder is sys.path[0]
     from run_sd_scripts import run_training_script, split_argv  # type: ignore[no-redef]
 
 
-def _load_state_dict(ckpt_path, dtype, device, state_dict):
+def checkpoint_state_dict(ckpt_path, dtype, device, state_dict):
+    """What sd-scripts' loaders load: `state_dict` if given, else the file (cast to `dtype`)."""
     if state_dict is not None:
         return state_dict
     from safetensors.torch import load_file
@@ -38,20 +39,27 @@ def _load_state_dict(ckpt_path, dtype, device, state_dict):
     return sd
 
 
+def install_tiny_ae(ae_cfg: dict) -> None:
+    """Every `flux_models.configs` entry gets the tiny AutoEncoderParams (Lumina's load_ae reads them too)."""
+    from library import flux_models
+
+    for name, spec in list(flux_models.configs.items()):
+        flux_models.configs[name] = dataclasses.replace(spec, ae_params=flux_models.AutoEncoderParams(**ae_cfg))
+
+
 def install_tiny_models(cfg: dict) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from library import flux_models, flux_utils
 
+    install_tiny_ae(cfg["ae"])
     for name, spec in list(flux_models.configs.items()):
         params = flux_models.FluxParams(**dict(cfg["flux"], guidance_embed=spec.params.guidance_embed))
-        flux_models.configs[name] = dataclasses.replace(
-            spec, params=params, ae_params=flux_models.AutoEncoderParams(**cfg["ae"])
-        )
+        flux_models.configs[name] = dataclasses.replace(spec, params=params)
 
     def load_clip_l(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
         clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
-        info = clip.load_state_dict(_load_state_dict(ckpt_path, dtype, device, state_dict), strict=True)
+        info = clip.load_state_dict(checkpoint_state_dict(ckpt_path, dtype, device, state_dict), strict=True)
         if dtype is not None:
             clip = clip.to(dtype)
         print(f"LRW_E2E tiny CLIP-L loaded: {info}", flush=True)
@@ -59,7 +67,7 @@ def install_tiny_models(cfg: dict) -> None:
 
     def load_t5xxl(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
         t5 = T5EncoderModel(T5Config(**cfg["t5"]))
-        info = t5.load_state_dict(_load_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
+        info = t5.load_state_dict(checkpoint_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
         # Only the tied input embedding may be absent from the file (it is "shared").
         if info.unexpected_keys or set(info.missing_keys) - {"encoder.embed_tokens.weight"}:
             raise RuntimeError(f"tiny T5 checkpoint mismatch: {info}")
