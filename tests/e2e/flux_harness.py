@@ -341,22 +341,44 @@ def _env(sd_dir: Path) -> dict:
     return env
 
 
-class FluxWorkspace(sd_harness.TinyWorkspace):
-    """The tiny FLUX model files, trained by flux_train_network.py."""
+class TinyDiTWorkspace(sd_harness.TinyWorkspace):
+    """A tiny DiT family: tokenizers, dataset and a model folder with tiny_config.json (built by
+    `harness`), trained by `script` through `runner`, which reads tiny_config.json."""
 
-    harness = Path(__file__).resolve()
+    runner: Path
+    script: str
+    model_dirname: str
+    last_tokenizer: str  # the tokenizer folder build-tokenizers writes last (present = built)
 
     def __init__(self, root: Path, sd_dir: Optional[Path] = None):
         super().__init__(root, sd_dir)
-        self.model = self.root / "model_flux_tiny"
+        self.model = self.root / self.model_dirname
 
     def env(self) -> dict:
         return _env(self.sd_dir)
 
     def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset(T5_DIRNAME)
+        self.ensure_tokenizers_and_dataset(self.last_tokenizer)
         if not (self.model / "tiny_config.json").exists():
             self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
+
+    def trainer_command(self, out_name: str) -> Tuple[Path, List[str]]:
+        """(the run's output folder, the command up to the training script's own arguments)."""
+        self.ensure()
+        out_dir = self.root / "out" / out_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sd_python(), str(self.runner), "--tiny-config", str(self.model / "tiny_config.json"), "--", str(self.sd_dir / self.script)]
+        return out_dir, cmd
+
+
+class FluxWorkspace(TinyDiTWorkspace):
+    """The tiny FLUX model files, trained by flux_train_network.py."""
+
+    harness = Path(__file__).resolve()
+    runner = RUNNER
+    script = "flux_train_network.py"
+    model_dirname = "model_flux_tiny"
+    last_tokenizer = T5_DIRNAME
 
     def train(
         self,
@@ -369,16 +391,9 @@ class FluxWorkspace(sd_harness.TinyWorkspace):
         extra_args: Sequence[str] = (),
     ) -> Path:
         """Run sd-scripts' flux_train_network.py; return the saved LoRA .safetensors path."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir, cmd = self.trainer_command(out_name)
         cmd = [
-            sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "flux_train_network.py"),
+            *cmd,
             "--pretrained_model_name_or_path", str(self.model / "flux1-tiny-dev.safetensors"),
             "--clip_l", str(self.model / "clip_l.safetensors"),
             "--t5xxl", str(self.model / "t5xxl.safetensors"),

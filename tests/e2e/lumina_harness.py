@@ -49,6 +49,7 @@ RESOLUTION = flux_harness.RESOLUTION  # AE x8 -> 8x8x16 latents -> 4x4 patches o
 GEMMA_MAX_TOKENS = 16  # --gemma2_max_token_length (sd-scripts pads to it, a multiple of 8)
 GEMMA_HIDDEN = 32  # == NextDiT cap_feat_dim
 GEMMA_ID = "google/gemma-2-2b"  # what sd-scripts' LuminaTokenizeStrategy asks the HF cache for
+GEMMA_CACHE_ENTRY = "models--" + GEMMA_ID.replace("/", "--")  # its folder in an HF cache
 GEMMA_SNAPSHOT = "0" * 40  # the cache entry's (made-up) revision
 ZERO_INIT_STD = 0.1  # what build_model draws for NextDiT's zero-initialised tensors
 NUM_LAYERS = 26  # Lumina 2 2B
@@ -100,8 +101,7 @@ TINY_CONFIG: Dict[str, Dict[str, object]] = {
 # ---------------------------------------------------------------------------------------------
 def gemma_cache_dir(tokenizer_dir: Path) -> Path:
     """The snapshot folder of the HF cache entry for google/gemma-2-2b under --tokenizer_cache_dir."""
-    repo = "models--" + GEMMA_ID.replace("/", "--")
-    return Path(tokenizer_dir) / repo / "snapshots" / GEMMA_SNAPSHOT
+    return Path(tokenizer_dir) / GEMMA_CACHE_ENTRY / "snapshots" / GEMMA_SNAPSHOT
 
 
 def build_tokenizers(out_dir: Path) -> Path:
@@ -200,22 +200,14 @@ def compare_files(a: str, b: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Driver side (standard library only)
 # ---------------------------------------------------------------------------------------------
-class LuminaWorkspace(sd_harness.TinyWorkspace):
+class LuminaWorkspace(flux_harness.TinyDiTWorkspace):
     """The tiny Lumina 2 model files, trained by lumina_train_network.py."""
 
     harness = Path(__file__).resolve()
-
-    def __init__(self, root: Path, sd_dir: Optional[Path] = None):
-        super().__init__(root, sd_dir)
-        self.model = self.root / "model_lumina_tiny"
-
-    def env(self) -> dict:
-        return flux_harness._env(self.sd_dir)
-
-    def ensure(self) -> None:
-        self.ensure_tokenizers_and_dataset("models--" + GEMMA_ID.replace("/", "--"))
-        if not (self.model / "tiny_config.json").exists():
-            self.call_harness(["build-model", str(self.model), str(self.tokenizers)])
+    runner = RUNNER
+    script = "lumina_train_network.py"
+    model_dirname = "model_lumina_tiny"
+    last_tokenizer = GEMMA_CACHE_ENTRY
 
     def train(
         self,
@@ -231,16 +223,9 @@ class LuminaWorkspace(sd_harness.TinyWorkspace):
         """Run sd-scripts' lumina_train_network.py; return the saved LoRA .safetensors path. Gemma2's
         LoRA trains at `learning_rate` (sd-scripts' default for --text_encoder_lr), the DiT's at
         `unet_lr` (default: `learning_rate`)."""
-        self.ensure()
-        out_dir = self.root / "out" / out_name
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir, cmd = self.trainer_command(out_name)
         cmd = [
-            sd_harness.sd_python(),
-            str(RUNNER),
-            "--tiny-config",
-            str(self.model / "tiny_config.json"),
-            "--",
-            str(self.sd_dir / "lumina_train_network.py"),
+            *cmd,
             "--pretrained_model_name_or_path", str(self.model / "lumina2-tiny.safetensors"),
             "--gemma2", str(self.model / "gemma2-tiny.safetensors"),
             "--ae", str(self.model / "ae.safetensors"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from typing import Any, Callable, List, Sequence
 
 try:  # imported as tests.e2e.run_flux_sd_scripts
     from .run_sd_scripts import run_training_script, split_argv
@@ -37,6 +38,23 @@ def checkpoint_state_dict(ckpt_path, dtype, device, state_dict):
     if dtype is not None:
         sd = {k: v.to(dtype) for k, v in sd.items()}
     return sd
+
+
+def tiny_loader(build: Callable[[], Any], label: str, may_miss: Sequence[str] = ()) -> Callable[..., Any]:
+    """A stand-in for one of sd-scripts' text-encoder loaders (same signature): `build()` the tiny
+    model, load the checkpoint into it (every key but `may_miss` must be there, nothing else), cast."""
+
+    def load(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
+        model = build()
+        info = model.load_state_dict(checkpoint_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
+        if info.unexpected_keys or set(info.missing_keys) - set(may_miss):
+            raise RuntimeError(f"tiny {label} checkpoint mismatch: {info}")
+        if dtype is not None:
+            model = model.to(dtype)
+        print(f"LRW_E2E tiny {label} loaded: {info}", flush=True)
+        return model
+
+    return load
 
 
 def install_tiny_ae(ae_cfg: dict) -> None:
@@ -57,38 +75,25 @@ def install_tiny_models(cfg: dict) -> None:
         params = flux_models.FluxParams(**dict(cfg["flux"], guidance_embed=spec.params.guidance_embed))
         flux_models.configs[name] = dataclasses.replace(spec, params=params)
 
-    def load_clip_l(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
-        clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
-        info = clip.load_state_dict(checkpoint_state_dict(ckpt_path, dtype, device, state_dict), strict=True)
-        if dtype is not None:
-            clip = clip.to(dtype)
-        print(f"LRW_E2E tiny CLIP-L loaded: {info}", flush=True)
-        return clip
-
-    def load_t5xxl(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
-        t5 = T5EncoderModel(T5Config(**cfg["t5"]))
-        info = t5.load_state_dict(checkpoint_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
-        # Only the tied input embedding may be absent from the file (it is "shared").
-        if info.unexpected_keys or set(info.missing_keys) - {"encoder.embed_tokens.weight"}:
-            raise RuntimeError(f"tiny T5 checkpoint mismatch: {info}")
-        if dtype is not None:
-            t5 = t5.to(dtype)
-        print(f"LRW_E2E tiny T5 loaded: {info}", flush=True)
-        return t5
-
-    flux_utils.load_clip_l = load_clip_l
-    flux_utils.load_t5xxl = load_t5xxl
+    flux_utils.load_clip_l = tiny_loader(lambda: CLIPTextModel(CLIPTextConfig(**cfg["clip"])), "CLIP-L")
+    # Only the tied input embedding may be absent from the file (it is "shared").
+    flux_utils.load_t5xxl = tiny_loader(lambda: T5EncoderModel(T5Config(**cfg["t5"])), "T5", may_miss=("encoder.embed_tokens.weight",))
 
 
-def main() -> None:
+def run_with_tiny_config(argv: List[str], runner_name: str, install: Callable[[dict], None]) -> None:
+    """`--tiny-config JSON -- SCRIPT ARGS...`: run SCRIPT after `install(the JSON's config)`."""
     opts, script, script_args = split_argv(
-        sys.argv[1:],
-        "usage: run_flux_sd_scripts.py --tiny-config JSON -- SCRIPT [ARGS...]",
+        argv,
+        f"usage: {runner_name} --tiny-config JSON -- SCRIPT [ARGS...]",
         lambda ap: ap.add_argument("--tiny-config", required=True),
     )
     with open(opts.tiny_config, encoding="utf-8") as handle:
         cfg = json.load(handle)
-    run_training_script(script, script_args, lambda: install_tiny_models(cfg))
+    run_training_script(script, script_args, lambda: install(cfg))
+
+
+def main() -> None:
+    run_with_tiny_config(sys.argv[1:], "run_flux_sd_scripts.py", install_tiny_models)
 
 
 if __name__ == "__main__":

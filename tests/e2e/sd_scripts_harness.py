@@ -324,6 +324,21 @@ def sd_python() -> str:
     return os.environ.get("SD_SCRIPTS_PYTHON") or sys.executable
 
 
+def workdir(tmp_path_factory, name: str) -> Path:
+    """Where a test module's models and outputs go: LRW_E2E_WORKDIR (reused between runs), else a
+    fresh pytest temporary folder called `name`."""
+    root = os.environ.get("LRW_E2E_WORKDIR")
+    return Path(root) if root else tmp_path_factory.mktemp(name)
+
+
+def candidate_origin(module: str, sd_dir: Path, env: dict) -> Tuple[str, str]:
+    """(the file `module` resolves to for the trainer's interpreter, with the trainer's path and working
+    directory, or "" if it does not; the lookup's stderr)."""
+    code = f"import importlib.util; s = importlib.util.find_spec({module!r}); print(s.origin if s else '')"
+    out = subprocess.run([sd_python(), "-c", code], env=env, cwd=str(sd_dir), capture_output=True, text=True)
+    return out.stdout.strip(), out.stderr.strip()
+
+
 def _env(sd_dir: Path) -> dict:
     env = dict(os.environ)
     paths = [str(sd_dir), str(REPO_ROOT)]

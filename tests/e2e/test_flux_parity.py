@@ -22,8 +22,6 @@ Optional environment:
 from __future__ import annotations
 
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -93,21 +91,15 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = os.environ.get("LRW_E2E_WORKDIR")
-    root = Path(root) if root else tmp_path_factory.mktemp("flux_e2e")
-    return harness.FluxWorkspace(root, SD_DIR)
+    return harness.FluxWorkspace(harness.sd_harness.workdir(tmp_path_factory, "flux_e2e"), SD_DIR)
 
 
 @pytest.fixture(scope="module")
 def candidate_available():
     """The candidate must be importable by the trainer's interpreter with the trainer's path."""
-    code = f"import importlib.util, sys; s = importlib.util.find_spec({CANDIDATE!r}); print(s.origin if s else '')"
-    out = subprocess.run(
-        [harness.sd_python(), "-c", code], env=harness._env(SD_DIR), cwd=str(SD_DIR), capture_output=True, text=True
-    )
-    origin = out.stdout.strip()
+    origin, stderr = harness.sd_harness.candidate_origin(CANDIDATE, SD_DIR, harness._env(SD_DIR))
     if not origin:
-        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_python()} ({out.stderr.strip()[-300:]})")
+        pytest.skip(f"{CANDIDATE} is not importable by {harness.sd_harness.sd_python()} ({stderr[-300:]})")
     return origin
 
 
