@@ -27,7 +27,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -186,12 +186,11 @@ T5_WORDS = (
 ).split()
 
 
-def build_t5_tokenizer(out_dir: Path) -> Path:
-    """A small offline T5 tokenizer (Unigram + Metaspace, like T5's) saved where sd-scripts looks."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+def unigram_pieces(specials: Sequence[str]) -> List[Tuple[str, float]]:
+    """Unigram vocabulary for a small offline SentencePiece-style tokenizer: `specials` first (ids
+    0, 1, ...), then the caption words (with and without the word-start mark) and single characters,
+    so every caption the harness writes tokenizes without <unk>."""
+    pieces = [(special, 0.0) for special in specials]
     seen = {p for p, _ in pieces}
     for word in T5_WORDS:
         for piece in ("\u2581" + word, word):
@@ -204,6 +203,15 @@ def build_t5_tokenizer(out_dir: Path) -> Path:
                 pieces.append((piece, -100.0 - len(pieces)))
                 seen.add(piece)
     pieces.append(("\u2581", -200.0))
+    return pieces
+
+
+def build_t5_tokenizer(out_dir: Path) -> Path:
+    """A small offline T5 tokenizer (Unigram + Metaspace, like T5's) saved where sd-scripts looks."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = unigram_pieces(("<pad>", "</s>", "<unk>"))
     tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
@@ -234,6 +242,13 @@ def tiny_config(tokenizer_dir: Path) -> Dict[str, Dict[str, object]]:
     return cfg
 
 
+def tiny_ae(ae_cfg: Dict[str, object]):
+    """sd-scripts' FLUX AutoEncoder (also Lumina 2's) at the tiny sizes of `ae_cfg` (TINY_CONFIG["ae"])."""
+    from library import flux_models
+
+    return flux_models.AutoEncoder(flux_models.AutoEncoderParams(**ae_cfg))
+
+
 def save_model(model, path: Path, prefix: str = "", drop: Sequence[str] = ()) -> None:
     """A model's state dict as a safetensors file: keys with `prefix`, without `drop`."""
     from safetensors.torch import save_file
@@ -254,7 +269,7 @@ def build_model(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     cfg = tiny_config(tokenizer_dir)
     torch.manual_seed(seed)
     flux = flux_models.Flux(flux_models.FluxParams(**cfg["flux"]))
-    ae = flux_models.AutoEncoder(flux_models.AutoEncoderParams(**cfg["ae"]))
+    ae = tiny_ae(cfg["ae"])
     clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
     t5 = T5EncoderModel(T5Config(**cfg["t5"]))
     save_model(flux, out_dir / "flux1-tiny-dev.safetensors")

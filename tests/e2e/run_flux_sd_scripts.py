@@ -17,8 +17,9 @@ Everything else (trainer, strategies, network module) is the real code.
 
 from __future__ import annotations
 
-import sys
 import dataclasses
+import sys
+from typing import Any, Callable, Sequence
 
 try:  # imported as tests.e2e.run_flux_sd_scripts
     from .run_sd_scripts import run_with_tiny_config
@@ -26,7 +27,8 @@ except ImportError:  # executed as a script: this folder is sys.path[0]
     from run_sd_scripts import run_with_tiny_config  # type: ignore[no-redef]
 
 
-def _load_state_dict(ckpt_path, dtype, device, state_dict):
+def checkpoint_state_dict(ckpt_path, dtype, device, state_dict):
+    """What sd-scripts' loaders load: `state_dict` if given, else the file (cast to `dtype`)."""
     if state_dict is not None:
         return state_dict
     from safetensors.torch import load_file
@@ -37,28 +39,37 @@ def _load_state_dict(ckpt_path, dtype, device, state_dict):
     return sd
 
 
-def load_tiny(model, state_dict, dtype, label: str, may_miss=()):
-    """Load a tiny model's checkpoint: every key must match, except those in `may_miss`."""
-    info = model.load_state_dict(state_dict, strict=False)
-    if info.unexpected_keys or set(info.missing_keys) - set(may_miss):
-        raise RuntimeError(f"tiny {label} checkpoint mismatch: {info}")
-    if dtype is not None:
-        model = model.to(dtype)
-    print(f"LRW_E2E tiny {label} loaded: {info}", flush=True)
-    return model
+def tiny_loader(build: Callable[[], Any], label: str, may_miss: Sequence[str] = ()) -> Callable[..., Any]:
+    """A stand-in for one of sd-scripts' text-encoder loaders (same signature): `build()` the tiny
+    model, load the checkpoint into it (every key but `may_miss` must be there, nothing else), cast."""
+
+    def load(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
+        model = build()
+        info = model.load_state_dict(checkpoint_state_dict(ckpt_path, dtype, device, state_dict), strict=False)
+        if info.unexpected_keys or set(info.missing_keys) - set(may_miss):
+            raise RuntimeError(f"tiny {label} checkpoint mismatch: {info}")
+        if dtype is not None:
+            model = model.to(dtype)
+        print(f"LRW_E2E tiny {label} loaded: {info}", flush=True)
+        return model
+
+    return load
 
 
-def tiny_t5_loader(t5_config: dict):
-    """flux_utils.load_t5xxl's signature (sd3_utils calls it too), building a tiny T5EncoderModel."""
+def install_tiny_ae(ae_cfg: dict) -> None:
+    """Every `flux_models.configs` entry gets the tiny AutoEncoderParams (Lumina's load_ae reads them too)."""
+    from library import flux_models
+
+    for name, spec in list(flux_models.configs.items()):
+        flux_models.configs[name] = dataclasses.replace(spec, ae_params=flux_models.AutoEncoderParams(**ae_cfg))
+
+
+def tiny_t5_loader(t5_config: dict) -> Callable[..., Any]:
+    """flux_utils.load_t5xxl's stand-in (sd3_utils calls it too): a tiny T5EncoderModel. Only the tied
+    input embedding may be absent from the file (it is "shared")."""
     from transformers import T5Config, T5EncoderModel
 
-    def load_t5xxl(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
-        # Only the tied input embedding may be absent from the file (it is "shared").
-        t5 = T5EncoderModel(T5Config(**t5_config))
-        sd = _load_state_dict(ckpt_path, dtype, device, state_dict)
-        return load_tiny(t5, sd, dtype, "T5", may_miss=("encoder.embed_tokens.weight",))
-
-    return load_t5xxl
+    return tiny_loader(lambda: T5EncoderModel(T5Config(**t5_config)), "T5", may_miss=("encoder.embed_tokens.weight",))
 
 
 def install_tiny_models(cfg: dict) -> None:
@@ -66,17 +77,12 @@ def install_tiny_models(cfg: dict) -> None:
 
     from library import flux_models, flux_utils
 
+    install_tiny_ae(cfg["ae"])
     for name, spec in list(flux_models.configs.items()):
         params = flux_models.FluxParams(**dict(cfg["flux"], guidance_embed=spec.params.guidance_embed))
-        flux_models.configs[name] = dataclasses.replace(
-            spec, params=params, ae_params=flux_models.AutoEncoderParams(**cfg["ae"])
-        )
+        flux_models.configs[name] = dataclasses.replace(spec, params=params)
 
-    def load_clip_l(ckpt_path, dtype, device, disable_mmap=False, state_dict=None):
-        clip = CLIPTextModel(CLIPTextConfig(**cfg["clip"]))
-        return load_tiny(clip, _load_state_dict(ckpt_path, dtype, device, state_dict), dtype, "CLIP-L")
-
-    flux_utils.load_clip_l = load_clip_l
+    flux_utils.load_clip_l = tiny_loader(lambda: CLIPTextModel(CLIPTextConfig(**cfg["clip"])), "CLIP-L")
     flux_utils.load_t5xxl = tiny_t5_loader(cfg["t5"])
 
 

@@ -29,10 +29,10 @@ import sys
 import functools
 
 try:  # imported as tests.e2e.run_sd3_sd_scripts
-    from .run_flux_sd_scripts import _load_state_dict, load_tiny, tiny_t5_loader
+    from .run_flux_sd_scripts import tiny_loader, tiny_t5_loader
     from .run_sd_scripts import run_with_tiny_config
 except ImportError:  # executed as a script (or imported by sd3_harness.py): this folder is on sys.path
-    from run_flux_sd_scripts import _load_state_dict, load_tiny, tiny_t5_loader  # type: ignore[no-redef]
+    from run_flux_sd_scripts import tiny_loader, tiny_t5_loader  # type: ignore[no-redef]
     from run_sd_scripts import run_with_tiny_config  # type: ignore[no-redef]
 
 
@@ -72,11 +72,12 @@ def tiny_clip_loader(clip_config: dict, label: str):
     given file (the tiny runs always pass --clip_l / --clip_g; the checkpoint holds no encoders)."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
+    load_file = tiny_loader(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**clip_config)), label)
+
     def load(clip_path, dtype, device, disable_mmap=False, state_dict=None):
         if clip_path is None:
             raise RuntimeError(f"the tiny SD3 run needs a {label} file")
-        clip = CLIPTextModelWithProjection(CLIPTextConfig(**clip_config))
-        return load_tiny(clip, _load_state_dict(clip_path, dtype, device, None), dtype, label)
+        return load_file(clip_path, dtype, device)
 
     return load
 
