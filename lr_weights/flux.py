@@ -15,13 +15,13 @@ from lr_weights.adapters.split import SplitLoRAModule, split_dims
 from lr_weights.archs import FLUX
 from lr_weights.args.dit_settings import DiTSettings, parse_dit_settings
 from lr_weights.network.dit_assembly import create_dit_network, create_dit_network_from_weights
-from lr_weights.network.dit_network import DiTLoRANetwork
+from lr_weights.network.dit_network import DiTLoRANetwork, NormHookedDiTNetwork
 
 __all__ = ["FluxLoRAModule", "FluxLoRANetwork", "create_network", "create_network_from_weights"]
 
 # The DiT kind's classes under the names lora_flux users know.
 FluxLoRAModule = SplitLoRAModule
-FluxLoRANetwork = DiTLoRANetwork
+FluxLoRANetwork = NormHookedDiTNetwork
 
 
 def create_network(multiplier: float, network_dim: Optional[int], network_alpha: Optional[float], ae, text_encoders, flux, neuron_dropout: Optional[float] = None, **kwargs: Any) -> DiTLoRANetwork:

@@ -108,6 +108,9 @@ class DiTLayout:
     # (stack name, on/off arg): a stack whose modules exist only with that arg (an LR-weight list
     # for it without the arg is refused).
     stack_flags: Tuple[Tuple[str, str], ...] = ()
+    # Upstream's network has lora_flux's norm hooks (update_grad_norms, grad_norms, ...), which
+    # train_network.py calls every step and logs when they exist, and which GGPO needs.
+    norm_hooks: bool = False
 
     @property
     def train_blocks_values(self) -> Tuple[str, ...]:

@@ -100,6 +100,7 @@ LAYOUT = DiTLayout(
     no_effect_keys=("conv_dim", "conv_alpha"),
     no_effect_reason="FLUX has no k x k convs (upstream lora_flux reads it and ignores it too)",
     upstream_keys=("split_qkv", "network_reg_dims", "network_reg_lrs", "ggpo_beta", "ggpo_sigma", "verbose"),
+    norm_hooks=True,  # lora_flux's LoRANetwork has update_grad_norms & co.
 )
 STACKS = (
     Stack("double", "double_lr_weight", 1, NUM_DOUBLE, dims_key="double_block_dims", alphas_key="double_block_alphas"),

@@ -15,7 +15,7 @@ from lr_weights.args.dit_settings import parse_dit_settings, parse_regex_pairs, 
 from lr_weights.args.scalars import parse_ratio
 from lr_weights.log import ensure_visible
 from lr_weights.network.assembly import log_created, plan_network_from_weights
-from lr_weights.network.dit_network import DiTLoRANetwork
+from lr_weights.network.dit_network import DiTLoRANetwork, network_class
 from lr_weights.network.dit_plan import find_dit_targets, plan_dit
 from lr_weights.network.targets import as_text_encoder_list
 
@@ -30,7 +30,7 @@ def create_dit_network(
     settings = parse_dit_settings(arch, network_dim, network_alpha, kwargs, neuron_dropout)
     te_targets, block_targets, in_targets = find_dit_targets(arch, as_text_encoder_list(text_encoders), model, settings)
     plans = plan_dit(settings, te_targets, block_targets, in_targets)
-    network = DiTLoRANetwork(arch, plans, settings.options, multiplier=multiplier, settings=settings, reg_lrs=settings.reg_lrs, ggpo=(settings.ggpo_beta, settings.ggpo_sigma))
+    network = network_class(arch)(arch, plans, settings.options, multiplier=multiplier, settings=settings, reg_lrs=settings.reg_lrs, ggpo=(settings.ggpo_beta, settings.ggpo_sigma))
     ratios = [parse_ratio(key, kwargs.get(key)) for key in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")]
     if any(r is not None for r in ratios):
         network.set_loraplus_lr_ratio(*ratios)
@@ -55,6 +55,6 @@ def create_dit_network_from_weights(
     reg_lrs = ()
     if plan.args.get("network_reg_lrs") is not None and not for_inference:
         reg_lrs = parse_regex_pairs("network_reg_lrs", plan.args["network_reg_lrs"], reg_lr)
-    network = DiTLoRANetwork(arch, plan.plans, plan.options, multiplier=multiplier, reg_lrs=reg_lrs)
+    network = network_class(arch)(arch, plan.plans, plan.options, multiplier=multiplier, reg_lrs=reg_lrs)
     log_created(network, "network from weights")
     return network, weights_sd

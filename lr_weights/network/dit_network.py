@@ -12,7 +12,11 @@
   which divides by the merged rank (parts x dim), applies 1/parts of the trained change; we save
   alpha x parts, which a loader turns back into each part's alpha / dim. Files without our marker
   are read with upstream's convention.
-- GGPO hooks: update_norms, update_grad_norms, grad_norms, weight_norms, combined_weight_norms.
+- lora_flux's norm hooks (update_norms, update_grad_norms, grad_norms, weight_norms,
+  combined_weight_norms; GGPO reads them) only on NormHookedDiTNetwork, for the families whose
+  upstream network has them (`arch.dit.norm_hooks`: FLUX, HunyuanImage). train_network.py calls
+  them when they exist, every step: on SD3, Lumina or Anima they would cost a full-size product
+  per module per step and add log entries that upstream's networks do not have.
 """
 
 from __future__ import annotations
@@ -219,7 +223,20 @@ class DiTLoRANetwork(LoRANetwork):
             metadata.setdefault(SPLIT_ALPHA_MARKER, "alpha x parts")
         super().save_weights(file, dtype, metadata)
 
-    # ---- GGPO ----------------------------------------------------------------------------------
+    # ---- the per-block table ----------------------------------------------------------------
+
+    def _zero_dim_blocks(self) -> List[int]:
+        """Blocks with an LR weight > 0 that got no module (train_blocks, train_*_block_indices, dim 0)."""
+        weights = self.options.block_lr_weights
+        if weights is None:
+            return []
+        present = set(self._unet_blocks.values())
+        return [i for stack in self.arch.stacks for i in range(stack.start, stack.stop) if weights[i] > 0 and i not in present]
+
+
+class NormHookedDiTNetwork(DiTLoRANetwork):
+    """DiTLoRANetwork with lora_flux's norm hooks, which train_network.py calls every step and logs,
+    and GGPO reads: for the families whose upstream network has them (FLUX, HunyuanImage)."""
 
     def update_norms(self) -> None:
         for module in self.all_loras:
@@ -242,12 +259,7 @@ class DiTLoRANetwork(LoRANetwork):
     def combined_weight_norms(self) -> Optional[torch.Tensor]:
         return self._stacked("combined_weight_norms")
 
-    # ---- the per-block table ----------------------------------------------------------------
 
-    def _zero_dim_blocks(self) -> List[int]:
-        """Blocks with an LR weight > 0 that got no module (train_blocks, train_*_block_indices, dim 0)."""
-        weights = self.options.block_lr_weights
-        if weights is None:
-            return []
-        present = set(self._unet_blocks.values())
-        return [i for stack in self.arch.stacks for i in range(stack.start, stack.stop) if weights[i] > 0 and i not in present]
+def network_class(arch: Architecture) -> type:
+    """The network class of a DiT family: with the norm hooks where upstream's network has them."""
+    return NormHookedDiTNetwork if arch.dit.norm_hooks else DiTLoRANetwork
