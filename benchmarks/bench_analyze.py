@@ -1,5 +1,5 @@
-"""`lr-weights analyze` speed: several blocks' configurations per forward (the default) against one
-configuration per forward with merged weights (`--no-block-batching`), timed in the same process.
+"""`lr-weights analyze` speed: one configuration per forward with merged weights (the default) against
+several blocks' configurations per forward (`--block-batching`), timed in the same process.
 
     python benchmarks/bench_analyze.py --quick                          # CPU check, seconds: tiny widths
     python benchmarks/bench_analyze.py --model sdxl --latent 128 --samples 16 --conv --device cuda --dtype bf16
