@@ -20,7 +20,7 @@ from lr_weights import flux as lora_flux
 from lr_weights.errors import NetworkArgError
 from lr_weights.models.skeleton import build_from_skeleton
 
-from tests.dit_figures import SKIP_OTHER_CPU, assert_file_matches, lrs_by_name, replay_init, sha256, upstream_lrs_by_name
+from tests.dit_figures import SKIP_OTHER_CPU, assert_file_matches, lrs_by_name, replay_case, sha256, upstream_lrs_by_name
 
 FIGURES = Path(__file__).resolve().parents[1] / "fixtures" / "upstream" / "flux"
 CASES = sorted(p.stem for p in (FIGURES / "cases").glob("*.json"))
@@ -67,7 +67,7 @@ def expected(slug: str) -> dict:
 
 @lru_cache(maxsize=None)
 def replayed_init(slug: str) -> tuple:
-    return replay_init(case(SAME_AS.get(slug, slug)))
+    return replay_case(case(SAME_AS.get(slug, slug)))
 
 
 def recorded_draws_hold_here(slug: str) -> bool:

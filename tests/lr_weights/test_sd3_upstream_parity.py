@@ -18,7 +18,7 @@ import pytest
 
 from lr_weights import sd3
 from lr_weights.errors import NetworkArgError
-from tests.lr_weights.dit_figures import SKIP_OTHER_CPU, Figures, check_bad_input, create, down_hashes, lrs_by_name, replay_init, state_digest, upstream_lrs_by_name
+from tests.dit_figures import SKIP_OTHER_CPU, Figures, check_bad_input, create, down_hashes, lrs_by_name, replay_init, state_sha256, upstream_lrs_by_name
 
 FIGURES = Figures("sd3")
 # Refused on purpose: upstream parses train_block_indices against a dummy total of 999, so an index
@@ -112,7 +112,7 @@ def test_modules_dims_shapes_and_same_seed_tensors(slug):
 def test_per_parameter_learning_rates_and_groups(slug):
     _, network, groups, descriptions = built(slug)
     result = expected(slug)
-    assert lrs_by_name(network, groups) == upstream_lrs_by_name(network, result)
+    assert lrs_by_name(network, groups) == upstream_lrs_by_name(result)
     assert [len(list(g["params"])) for g in groups] == [g["n_tensors"] for g in result["groups"]]
     assert descriptions == upstream_descriptions(result)
 
@@ -134,7 +134,7 @@ def test_state_dict_and_file_match(slug):
                 state[f"{module.lora_name}.alpha"] = state[f"{module.lora_name}.alpha"] / len(module.split_dims)
     else:
         assert result["state_dict"]["key_order_holds"]
-    assert len(keys) == result["state_dict"]["n_keys"] and state_digest(state, keys) == result["state_dict"]["sha256_all"]
+    assert len(keys) == result["state_dict"]["n_keys"] and state_sha256(state, keys) == result["state_dict"]["sha256_all"]
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "lora.safetensors")
         network.save_weights(path, None, {})
@@ -242,7 +242,7 @@ def test_joint_block_dims_and_alphas_set_each_blocks_modules():
 
 # ---- bad input -----------------------------------------------------------------------------------
 
-BAD = FIGURES.bad_inputs()
+BAD = FIGURES.bad_inputs
 # Accepted on purpose: lower-case flags mean on (upstream: silently off); conv_alpha alone is a
 # no-op with a warning (as upstream, which ignores it).
 ACCEPTED = {"b16_split_qkv_lowercase", "b17_verbose_one", "b27_conv_alpha_alone"}

@@ -54,7 +54,7 @@ def test_show_lumina_and_sd3(cli):
 
 def saved_lora(tmp_path, family: str, model: str, args=None) -> str:
     from lr_weights import lumina, sd3
-    from tests.lr_weights.dit_figures import Figures, create
+    from tests.dit_figures import Figures, create
 
     figures = Figures(family)
     if family == "sd3":

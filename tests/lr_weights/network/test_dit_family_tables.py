@@ -11,7 +11,7 @@ import pytest
 from safetensors import safe_open
 
 from lr_weights import lumina, sd3
-from tests.lr_weights.dit_figures import Figures, create
+from tests.dit_figures import Figures, create
 
 SD3_FIGURES = Figures("sd3")
 LUMINA_FIGURES = Figures("lumina")
